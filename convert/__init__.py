@@ -1,0 +1,1 @@
+"""Checkpoint → self-contained MTP GGUF (imported as mtpchat.convert)."""

@@ -1,0 +1,120 @@
+"""Random-weight models for tests and benchmarks: a tiny llama GGUF from scratch, and random
+MTP parts (gated LoRA, mask embeddings, sampler) for any supported base GGUF."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from mtpchat import format as F
+
+from .writer import MtpParts, write_mtp_gguf
+
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def write_tiny_llama(path: str | Path, *, n_vocab_extra: int = 64, n_embd: int = 64, n_layer: int = 2,
+                     n_head: int = 4, n_head_kv: int = 2, n_ff: int = 128, n_ctx: int = 512,
+                     seed: int = 0) -> Path:
+    """A llama-architecture F32 GGUF with random weights and a byte-level SPM vocabulary
+    (<unk>, <s>, </s>, <|im_start|>, <|im_end|>, 256 byte tokens, then `n_vocab_extra` letters)."""
+    from gguf import GGUFWriter, TokenType
+
+    rng = np.random.default_rng(seed)
+    tokens = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
+    types = [TokenType.UNKNOWN, TokenType.CONTROL, TokenType.CONTROL, TokenType.CONTROL, TokenType.CONTROL]
+    tokens += [f"<0x{b:02X}>" for b in range(256)]
+    types += [TokenType.BYTE] * 256
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + [chr(c) for c in range(ord("A"), ord("Z") + 1)]
+    extra = (["▁" + c for c in letters] + letters)[:n_vocab_extra]
+    tokens += extra
+    types += [TokenType.NORMAL] * len(extra)
+    n_vocab = len(tokens)
+
+    path = Path(path)
+    w = GGUFWriter(path, "llama")
+    w.add_name("tiny-llama-random")
+    w.add_context_length(n_ctx)
+    w.add_embedding_length(n_embd)
+    w.add_block_count(n_layer)
+    w.add_feed_forward_length(n_ff)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_head_kv)
+    w.add_rope_dimension_count(n_embd // n_head)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_vocab_size(n_vocab)
+    w.add_file_type(0)  # all F32
+    w.add_tokenizer_model("llama")
+    w.add_token_list(tokens)
+    w.add_token_scores([0.0] * 5 + [-1.0] * 256 + [-float(i) for i in range(len(extra))])
+    w.add_token_types([int(t) for t in types])
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(4)  # <|im_end|> ends a turn
+    w.add_unk_token_id(0)
+    w.add_add_bos_token(False)
+    w.add_chat_template(CHATML)
+
+    def rand(*shape, scale=None):
+        scale = scale if scale is not None else 1.0 / np.sqrt(shape[-1])
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+    n_kv = n_embd // n_head * n_head_kv
+    w.add_tensor("token_embd.weight", rand(n_vocab, n_embd, scale=1.0))
+    w.add_tensor("output_norm.weight", np.ones(n_embd, np.float32))
+    w.add_tensor("output.weight", rand(n_vocab, n_embd))
+    for i in range(n_layer):
+        b = f"blk.{i}."
+        w.add_tensor(b + "attn_norm.weight", np.ones(n_embd, np.float32))
+        w.add_tensor(b + "attn_q.weight", rand(n_embd, n_embd))
+        w.add_tensor(b + "attn_k.weight", rand(n_kv, n_embd))
+        w.add_tensor(b + "attn_v.weight", rand(n_kv, n_embd))
+        w.add_tensor(b + "attn_output.weight", rand(n_embd, n_embd))
+        w.add_tensor(b + "ffn_norm.weight", np.ones(n_embd, np.float32))
+        w.add_tensor(b + "ffn_gate.weight", rand(n_ff, n_embd))
+        w.add_tensor(b + "ffn_up.weight", rand(n_ff, n_embd))
+        w.add_tensor(b + "ffn_down.weight", rand(n_embd, n_ff))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def random_mtp_parts(base: str | Path, *, k: int = 3, rank: int = 8, alpha: float | None = None,
+                     targets=F.LORA_TARGETS, seed: int = 0) -> MtpParts:
+    """Random but well-scaled MTP parts fitting `base`: the gated LoRA visibly changes mask outputs."""
+    from gguf import quants
+
+    reader = F.open_gguf(base)
+    tensors = {t.name: t for t in reader.tensors}
+    embd = tensors["token_embd.weight"]
+    n_embd = int(embd.shape[0])
+    rng = np.random.default_rng(seed)
+    sample = quants.dequantize(np.asarray(embd.data[:256]), embd.tensor_type).reshape(-1, n_embd)
+    lora = {}
+    for name, t in tensors.items():
+        parts = name.split(".")
+        if len(parts) == 4 and parts[0] == "blk" and parts[2] in targets and parts[3] == "weight":
+            n_in, n_out = int(t.shape[0]), int(t.shape[1])
+            a = rng.standard_normal((rank, n_in)) / np.sqrt(n_in)
+            b = rng.standard_normal((n_out, rank)) * 0.5 / np.sqrt(rank)
+            lora[name] = (a.astype(np.float32), b.astype(np.float32))
+
+    def lin(n_out, n_in):
+        return (rng.standard_normal((n_out, n_in)) / np.sqrt(n_in)).astype(np.float32)
+
+    d = n_embd
+    sampler = {
+        "fc1.weight": lin(d, 2 * d), "fc1.bias": np.zeros(d, np.float32),
+        "norm1.weight": np.ones(d, np.float32), "norm1.bias": np.zeros(d, np.float32),
+        "fc2.weight": lin(d, d), "fc2.bias": np.zeros(d, np.float32),
+        "norm2.weight": np.full(d, 0.1, np.float32), "norm2.bias": np.zeros(d, np.float32),
+    }
+    mask_embd = (rng.standard_normal((k, d)) * sample.std()).astype(np.float32)
+    return MtpParts(mask_embd=mask_embd, lora=lora, rank=rank, alpha=float(alpha or 2 * rank), sampler=sampler)
+
+
+def write_random_mtp(base: str | Path, out: str | Path, *, k: int = 3, rank: int = 8, seed: int = 0,
+                     force: bool = True) -> Path:
+    return write_mtp_gguf(base, out, random_mtp_parts(base, k=k, rank=rank, seed=seed), force=force)

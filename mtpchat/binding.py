@@ -1,0 +1,277 @@
+"""The one place where mtpchat talks ctypes: llama_cpp's low-level API plus the functions the
+native patch adds (declared on the library handle that llama_cpp already loaded)."""
+from __future__ import annotations
+
+import ctypes
+import os
+from pathlib import Path
+
+import numpy as np
+
+import llama_cpp.llama_cpp as C
+
+INSTALL_HINT = "run ./setup.sh (it builds llama-cpp-python with mtpchat's patches)"
+
+
+class LlamaError(RuntimeError):
+    """llama.cpp refused a model, an adapter or a batch."""
+
+
+class NotPatched(LlamaError):
+    """The installed llama-cpp-python lacks mtpchat's native patch."""
+
+
+def _bind(name: str, argtypes, restype):
+    try:
+        fn = getattr(C._lib, name)
+    except AttributeError:
+        raise NotPatched(f"llama-cpp-python is not patched for mtpchat (no {name}): {INSTALL_HINT}") from None
+    fn.argtypes, fn.restype = argtypes, restype
+    return fn
+
+
+_token_p = ctypes.POINTER(C.llama_token)
+_set_gate = _bind("llama_adapter_lora_set_gate_tokens", [C.llama_adapter_lora_p_ctypes, _token_p, ctypes.c_int32], ctypes.c_int32)
+_n_gate = _bind("llama_adapter_lora_get_n_gate_tokens", [C.llama_adapter_lora_p_ctypes], ctypes.c_int32)
+_get_gate = _bind("llama_adapter_lora_get_gate_tokens", [C.llama_adapter_lora_p_ctypes], _token_p)
+
+# llama.cpp logs to stderr by default; keep its recent lines to explain failures, print them with -v
+_log_tail: list[str] = []
+_verbose = bool(os.environ.get("MTPCHAT_LLAMA_LOG"))
+
+
+@C.llama_log_callback
+def _log_cb(level, text, user_data):
+    line = text.decode("utf-8", "replace")
+    _log_tail.append(line)
+    del _log_tail[:-20]
+    if _verbose:
+        os.write(2, text)
+
+
+C.llama_log_set(_log_cb, ctypes.c_void_p(0))
+C.llama_backend_init()
+
+
+def set_verbose(on: bool) -> None:
+    global _verbose
+    _verbose = on
+
+
+def _last_error(default: str) -> str:
+    for line in reversed(_log_tail):
+        line = line.strip()
+        if line and ("error" in line.lower() or "failed" in line.lower() or "exception" in line.lower()):
+            return line.split(": ", 1)[-1] if ": " in line else line
+    return default
+
+
+class Model:
+    def __init__(self, path: str | Path, *, n_gpu_layers: int = 0, vocab_only: bool = False):
+        params = C.llama_model_default_params()
+        params.n_gpu_layers = n_gpu_layers
+        params.vocab_only = vocab_only
+        self.path = str(path)
+        _log_tail.clear()
+        self.ptr = C.llama_model_load_from_file(self.path.encode(), params)
+        if not self.ptr:
+            raise LlamaError(f"llama.cpp could not load {path}: {_last_error('unknown error')}")
+        self.vocab = C.llama_model_get_vocab(self.ptr)
+        self.n_vocab = C.llama_vocab_n_tokens(self.vocab)
+        self.n_embd = C.llama_model_n_embd(self.ptr)
+        self.n_ctx_train = C.llama_model_n_ctx_train(self.ptr)
+        self._pieces: dict[int, bytes] = {}
+
+    def close(self) -> None:
+        if self.ptr:
+            C.llama_model_free(self.ptr)
+            self.ptr = None
+
+    def tokenize(self, text: str, *, add_special: bool = False, parse_special: bool = False) -> list[int]:
+        data = text.encode("utf-8")
+        n_max = len(data) + 8
+        buf = (C.llama_token * n_max)()
+        n = C.llama_tokenize(self.vocab, data, len(data), buf, n_max, add_special, parse_special)
+        if n < 0:
+            n_max = -n
+            buf = (C.llama_token * n_max)()
+            n = C.llama_tokenize(self.vocab, data, len(data), buf, n_max, add_special, parse_special)
+        return list(buf[:n])
+
+    def piece(self, token: int) -> bytes:
+        """Bytes of one token as text (control tokens give b'')."""
+        p = self._pieces.get(token)
+        if p is None:
+            buf = ctypes.create_string_buffer(64)
+            n = C.llama_token_to_piece(self.vocab, token, buf, 64, 0, False)
+            if n < 0:
+                buf = ctypes.create_string_buffer(-n)
+                n = C.llama_token_to_piece(self.vocab, token, buf, -n, 0, False)
+            p = self._pieces[token] = buf.raw[:n]
+        return p
+
+    def is_eog(self, token: int) -> bool:
+        return bool(C.llama_vocab_is_eog(self.vocab, token))
+
+    def meta(self, key: str) -> str | None:
+        buf = ctypes.create_string_buffer(1 << 16)
+        n = C.llama_model_meta_val_str(self.ptr, key.encode(), buf, len(buf))
+        if n < 0:
+            return None
+        if n >= len(buf):
+            buf = ctypes.create_string_buffer(n + 1)
+            C.llama_model_meta_val_str(self.ptr, key.encode(), buf, len(buf))
+        return buf.value.decode("utf-8", "replace")
+
+    def chat_template(self) -> str | None:
+        t = C.llama_model_chat_template(self.ptr, None)
+        return t.decode("utf-8", "replace") if t else None
+
+    @property
+    def size(self) -> int:
+        return C.llama_model_size(self.ptr)
+
+    @property
+    def n_params(self) -> int:
+        return C.llama_model_n_params(self.ptr)
+
+
+class Adapter:
+    """A LoRA adapter from an adapter GGUF, or the gated adapter inside an MTP model file."""
+
+    def __init__(self, model: Model, path: str | Path | None = None):
+        _log_tail.clear()
+        self.ptr = C.llama_adapter_lora_init(model.ptr, str(path or model.path).encode())
+        if not self.ptr:
+            raise LlamaError(f"llama.cpp could not load the adapter in {path or model.path}: {_last_error('unknown error')}")
+
+    @property
+    def gate_tokens(self) -> list[int] | None:
+        """The gate set, or None when the adapter is ungated (applies to every token)."""
+        n = _n_gate(self.ptr)
+        if n < 0:
+            return None
+        ptr = _get_gate(self.ptr)
+        return [ptr[i] for i in range(n)]
+
+    @gate_tokens.setter
+    def gate_tokens(self, ids: list[int] | None) -> None:
+        if ids is None:
+            _set_gate(self.ptr, None, -1)
+        else:
+            arr = (C.llama_token * max(len(ids), 1))(*ids)
+            _set_gate(self.ptr, arr, len(ids))
+
+    def close(self) -> None:
+        # the model frees its adapters; free early only while it is alive
+        if self.ptr:
+            C.llama_adapter_lora_free(self.ptr)
+            self.ptr = None
+
+
+class Context:
+    """A llama_context with one reusable batch. Sequences share a unified KV cache so that a
+    token may belong to several sequences (tree verification)."""
+
+    def __init__(self, model: Model, *, n_ctx: int = 2048, n_batch: int = 512, n_threads: int | None = None,
+                 n_seq_max: int = 1, embeddings: bool = False):
+        params = C.llama_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_batch = n_batch
+        params.n_ubatch = n_batch
+        params.n_seq_max = n_seq_max
+        params.kv_unified = True
+        params.embeddings = embeddings
+        params.pooling_type = C.LLAMA_POOLING_TYPE_NONE
+        threads = n_threads or max(1, os.cpu_count() or 1)
+        params.n_threads = threads
+        params.n_threads_batch = threads
+        self.model = model
+        self.n_threads = threads
+        _log_tail.clear()
+        self.ptr = C.llama_init_from_model(model.ptr, params)
+        if not self.ptr:
+            raise LlamaError(f"llama.cpp could not create a context: {_last_error('unknown error')}")
+        self.n_ctx = C.llama_n_ctx(self.ptr)
+        self.n_batch = n_batch
+        self.n_seq_max = n_seq_max
+        self.mem = C.llama_get_memory(self.ptr)
+        self._embeddings = embeddings
+        self._adapter = None
+        self.batch = C.llama_batch_init(n_batch, 0, n_seq_max)
+        b = self.batch
+        self._tok = np.ctypeslib.as_array(b.token, shape=(n_batch,))
+        self._pos = np.ctypeslib.as_array(b.pos, shape=(n_batch,))
+        self._nseq = np.ctypeslib.as_array(b.n_seq_id, shape=(n_batch,))
+        self._out = np.ctypeslib.as_array(ctypes.cast(b.logits, ctypes.POINTER(ctypes.c_int8)), shape=(n_batch,))
+        self._seq = [np.ctypeslib.as_array(b.seq_id[i], shape=(n_seq_max,)) for i in range(n_batch)]
+
+    def close(self) -> None:
+        if self.ptr:
+            C.llama_batch_free(self.batch)
+            C.llama_free(self.ptr)
+            self.ptr = None
+
+    def set_adapter(self, adapter: Adapter | None) -> None:
+        if adapter is self._adapter:
+            return
+        if adapter is None:
+            C.llama_set_adapters_lora(self.ptr, None, 0, None)
+        else:
+            # alpha is stored in the adapter: the user scale stays 1 so scaling is applied once
+            arr = (C.llama_adapter_lora_p_ctypes * 1)(adapter.ptr)
+            scales = (ctypes.c_float * 1)(1.0)
+            C.llama_set_adapters_lora(self.ptr, arr, 1, scales)
+        self._adapter = adapter
+
+    def set_embeddings(self, on: bool) -> None:
+        if on != self._embeddings:
+            C.llama_set_embeddings(self.ptr, on)
+            self._embeddings = on
+
+    def decode(self, tokens, pos, seq_ids=None, outputs=None) -> int:
+        """Evaluate one batch. seq_ids: per token a list of sequence ids (default [0]);
+        outputs: per token whether to return its logits (default: the last one). Returns n_outputs."""
+        n = len(tokens)
+        if n == 0 or n > self.n_batch:
+            raise LlamaError(f"batch of {n} tokens (limit {self.n_batch})")
+        self._tok[:n] = tokens
+        self._pos[:n] = pos
+        if seq_ids is None:
+            self._nseq[:n] = 1
+            for i in range(n):
+                self._seq[i][0] = 0
+        else:
+            for i, ids in enumerate(seq_ids):
+                self._nseq[i] = len(ids)
+                self._seq[i][:len(ids)] = ids
+        if outputs is None:
+            self._out[:n] = 0
+            self._out[n - 1] = 1
+        else:
+            self._out[:n] = outputs
+        self.batch.n_tokens = n
+        rc = C.llama_decode(self.ptr, self.batch)
+        if rc != 0:
+            raise LlamaError(f"llama_decode failed ({rc}): {_last_error('the context may be full')}")
+        return int(self._out[:n].sum())
+
+    def logits(self, n_out: int) -> np.ndarray:
+        """Logits of the last decode's outputs, in batch order: a view valid until the next decode."""
+        return np.ctypeslib.as_array(C.llama_get_logits(self.ptr), shape=(n_out, self.model.n_vocab))
+
+    def hidden(self, n_out: int) -> np.ndarray:
+        """Final-norm hidden states of the last decode's outputs (embeddings must be on)."""
+        return np.ctypeslib.as_array(C.llama_get_embeddings(self.ptr), shape=(n_out, self.model.n_embd))
+
+    def seq_rm(self, seq: int, p0: int = -1, p1: int = -1) -> bool:
+        return bool(C.llama_memory_seq_rm(self.mem, seq, p0, p1))
+
+    def seq_cp(self, src: int, dst: int, p0: int = -1, p1: int = -1) -> None:
+        C.llama_memory_seq_cp(self.mem, src, dst, p0, p1)
+
+    def seq_pos_max(self, seq: int) -> int:
+        return C.llama_memory_seq_pos_max(self.mem, seq)
+
+    def clear(self) -> None:
+        C.llama_memory_clear(self.mem, True)

@@ -1,0 +1,145 @@
+"""The MTP GGUF format: metadata keys, tensor names and a validating reader.
+
+docs/FORMAT.md describes the same thing for people; keep the two in step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+FORMAT_VERSION = 1
+
+KEY_VERSION = "mtp.version"
+KEY_N_MASKS = "mtp.n_masks"
+KEY_MASK_IDS = "mtp.mask_token_ids"
+KEY_LORA_RANK = "mtp.lora.rank"
+KEY_LORA_ALPHA = "mtp.lora.alpha"
+KEY_LORA_TARGETS = "mtp.lora.target_modules"
+KEY_SAMPLER_TYPE = "mtp.sampler.type"
+KEY_SAMPLER_ACT = "mtp.sampler.activation"
+KEY_SAMPLER_NORM = "mtp.sampler.norm"
+KEY_SAMPLER_EPS = "mtp.sampler.norm_eps"
+KEY_SAMPLER_RESIDUAL = "mtp.sampler.residual"
+KEY_SAMPLER_INPUT = "mtp.sampler.input"
+
+# out = z + LN2(SiLU(fc2(LN1(SiLU(fc1([E(prev); z]))))))  -- DESIGN.md section 1
+SAMPLER_TYPE = "mlp2"
+SAMPLER_INPUT = "concat(embed(prev),hidden)"
+SAMPLER_TENSORS = ("fc1.weight", "fc1.bias", "norm1.weight", "norm1.bias",
+                   "fc2.weight", "fc2.bias", "norm2.weight", "norm2.bias")
+SAMPLER_PREFIX = "mtp.sampler."
+
+# the linear layers of a llama/qwen/gemma block, by their GGUF names
+LORA_TARGETS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
+
+
+def lora_tensor_names(block: int, target: str) -> tuple[str, str]:
+    base = f"blk.{block}.{target}.weight"
+    return base + ".lora_a", base + ".lora_b"
+
+
+def mask_token_text(j: int) -> str:
+    """Text of mask token m_j (1-based)."""
+    return f"<|mtp_mask_{j}|>"
+
+
+class FormatError(ValueError):
+    """The file is not a valid (MTP) GGUF."""
+
+
+@dataclass
+class MtpInfo:
+    """MTP metadata of a GGUF; `None` from `read_mtp_info` means a plain model."""
+    version: int
+    n_masks: int
+    mask_ids: list[int]
+    lora_rank: int
+    lora_alpha: float
+    lora_targets: list[str]
+    sampler_act: str
+    sampler_norm: str
+    sampler_eps: float
+    sampler_residual: bool
+    sampler: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+
+def _scalar(reader, key, kind, required=True):
+    f = reader.fields.get(key)
+    if f is None:
+        if required:
+            raise FormatError(f"missing metadata key {key}")
+        return None
+    try:
+        value = f.contents()
+    except Exception as e:  # malformed field
+        raise FormatError(f"unreadable metadata key {key}: {e}") from None
+    if kind is list:
+        if not isinstance(value, list):
+            raise FormatError(f"metadata key {key} must be an array")
+        return value
+    if isinstance(value, list) or (kind is str) != isinstance(value, str):
+        raise FormatError(f"metadata key {key} has the wrong type")
+    return kind(value)
+
+
+def open_gguf(path: str | Path):
+    """GGUFReader over an untrusted file; any structural problem becomes FormatError."""
+    from gguf import GGUFReader
+
+    p = Path(path)
+    if not p.exists():
+        raise FormatError(f"no such file: {p}")
+    if p.is_dir():
+        raise FormatError(f"{p} is a directory, not a .gguf file")
+    with open(p, "rb") as f:
+        if f.read(4) != b"GGUF":
+            raise FormatError(f"{p} is not a GGUF file")
+    try:
+        return GGUFReader(p)
+    except Exception as e:
+        raise FormatError(f"{p} is truncated or corrupt ({e})") from None
+
+
+def read_mtp_info(reader) -> MtpInfo | None:
+    if KEY_VERSION not in reader.fields:
+        return None
+    version = _scalar(reader, KEY_VERSION, int)
+    if version != FORMAT_VERSION:
+        raise FormatError(f"MTP format version {version} is not supported (this mtpchat reads {FORMAT_VERSION})")
+    n_vocab = len(reader.fields["tokenizer.ggml.tokens"].data) if "tokenizer.ggml.tokens" in reader.fields else 0
+    info = MtpInfo(
+        version=version,
+        n_masks=_scalar(reader, KEY_N_MASKS, int),
+        mask_ids=[int(x) for x in _scalar(reader, KEY_MASK_IDS, list)],
+        lora_rank=_scalar(reader, KEY_LORA_RANK, int),
+        lora_alpha=_scalar(reader, KEY_LORA_ALPHA, float),
+        lora_targets=[str(x) for x in _scalar(reader, KEY_LORA_TARGETS, list)],
+        sampler_act=_scalar(reader, KEY_SAMPLER_ACT, str),
+        sampler_norm=_scalar(reader, KEY_SAMPLER_NORM, str),
+        sampler_eps=_scalar(reader, KEY_SAMPLER_EPS, float),
+        sampler_residual=bool(_scalar(reader, KEY_SAMPLER_RESIDUAL, int)),
+    )
+    if not 1 <= info.n_masks <= 64 or len(info.mask_ids) != info.n_masks:
+        raise FormatError("mtp.n_masks does not match mtp.mask_token_ids")
+    if any(not 0 <= i < n_vocab for i in info.mask_ids) or len(set(info.mask_ids)) != info.n_masks:
+        raise FormatError("mask token ids are outside the vocabulary or repeated")
+    if (_scalar(reader, KEY_SAMPLER_TYPE, str), _scalar(reader, KEY_SAMPLER_INPUT, str)) != (SAMPLER_TYPE, SAMPLER_INPUT):
+        raise FormatError("unknown sampler head type")
+    if info.sampler_act != "silu" or info.sampler_norm != "layernorm":
+        raise FormatError(f"unsupported sampler head ({info.sampler_act}, {info.sampler_norm})")
+    tensors = {t.name: t for t in reader.tensors}
+    n_embd = int(tensors["token_embd.weight"].shape[0]) if "token_embd.weight" in tensors else -1
+    shapes = {"fc1.weight": (n_embd, 2 * n_embd), "fc2.weight": (n_embd, n_embd)}
+    for name in SAMPLER_TENSORS:
+        t = tensors.get(SAMPLER_PREFIX + name)
+        if t is None:
+            raise FormatError(f"missing tensor {SAMPLER_PREFIX + name}")
+        if t.tensor_type.name not in ("F32", "F16"):
+            raise FormatError(f"tensor {t.name} must be F32 or F16")
+        arr = np.asarray(t.data, dtype=np.float32)
+        if arr.shape != shapes.get(name, (n_embd,)):
+            raise FormatError(f"tensor {t.name} has shape {arr.shape}, expected {shapes.get(name, (n_embd,))}")
+        info.sampler[name] = arr
+    return info

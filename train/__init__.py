@@ -1,0 +1,1 @@
+"""Gated-LoRA + sampler trainer (imported as mtpchat.train); needs the [train] extra."""

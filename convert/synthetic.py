@@ -118,3 +118,25 @@ def random_mtp_parts(base: str | Path, *, k: int = 3, rank: int = 8, alpha: floa
 def write_random_mtp(base: str | Path, out: str | Path, *, k: int = 3, rank: int = 8, seed: int = 0,
                      force: bool = True) -> Path:
     return write_mtp_gguf(base, out, random_mtp_parts(base, k=k, rank=rank, seed=seed), force=force)
+
+
+def write_adapter_gguf(base: str | Path, parts: MtpParts, out: str | Path, *, gate_ids: list[int] | None) -> Path:
+    """The LoRA of `parts` as a stand-alone llama.cpp adapter GGUF; with `gate_ids` it is gated."""
+    from gguf import GGUFWriter
+
+    arch = str(F.open_gguf(base).fields["general.architecture"].contents())
+    w = GGUFWriter(out, arch)
+    w.add_string("general.type", "adapter")
+    w.add_string("adapter.type", "lora")
+    w.add_float32("adapter.lora.alpha", float(parts.alpha))
+    if gate_ids is not None:
+        w.add_array("adapter.lora.gate_token_ids", [int(i) for i in gate_ids])
+    for name in sorted(parts.lora):
+        a, b = parts.lora[name]
+        w.add_tensor(name + ".lora_a", np.ascontiguousarray(a, np.float32))
+        w.add_tensor(name + ".lora_b", np.ascontiguousarray(b, np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return Path(out)

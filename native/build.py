@@ -94,7 +94,7 @@ def fetch_sdist(cache: Path) -> Path:
         req.write_text(f"llama-cpp-python=={VERSION} --hash=sha256:{SDIST_SHA256}\n")
         log(f"downloading llama-cpp-python {VERSION} source from PyPI")
         subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-                        "--no-binary", ":all:", "--no-build-isolation", "--require-hashes",
+                        "--no-binary", ":all:", "--require-hashes",
                         "-r", str(req), "-d", tmp], check=True)
         got = next(Path(tmp).glob("*.tar.gz"))
         os.replace(got, dest)

@@ -1,0 +1,65 @@
+"""The sampler head (DESIGN.md section 1) in numpy, scored on a shortlist.
+
+out = z + LN2(SiLU(fc2(LN1(SiLU(fc1([E(prev); z]))))); logits = W_unembed · out. Since llama.cpp
+already returns the mask row's plain logits W·z, the head only adds W[c]·(out - z) for a few
+candidates c: the top of the plain mask logits. A full-vocabulary projection per draft would
+cost about as much as a forward pass on a CPU.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import format as F
+
+
+def _layernorm(x, w, b, eps):
+    mu = x.mean()
+    var = ((x - mu) ** 2).mean()
+    return (x - mu) / np.sqrt(var + eps) * w + b
+
+
+def _silu(x):
+    return x / (1.0 + np.exp(-x))
+
+
+class SamplerHead:
+    def __init__(self, reader, info: F.MtpInfo, *, shortlist: int = 8):
+        self.s = info.sampler
+        self.eps = info.sampler_eps
+        self.shortlist = shortlist
+        tensors = {t.name: t for t in reader.tensors}
+        self.embd = tensors["token_embd.weight"]
+        self.unembd = tensors.get("output.weight", self.embd)
+        self._rows: dict[tuple[int, int], np.ndarray] = {}
+
+    def _row(self, tensor, token: int) -> np.ndarray:
+        key = (id(tensor), token)
+        r = self._rows.get(key)
+        if r is None:
+            from gguf import quants
+
+            r = quants.dequantize(np.asarray(tensor.data[token:token + 1]), tensor.tensor_type).reshape(-1)
+            self._rows[key] = r = r.astype(np.float32)
+        return r
+
+    def delta(self, prev: int, z: np.ndarray) -> np.ndarray:
+        """out - z for one mask latent z given the previous token."""
+        s = self.s
+        h = _silu(s["fc1.weight"] @ np.concatenate([self._row(self.embd, prev), z]) + s["fc1.bias"])
+        h = _layernorm(h, s["norm1.weight"], s["norm1.bias"], self.eps)
+        h = _silu(s["fc2.weight"] @ h + s["fc2.bias"])
+        return _layernorm(h, s["norm2.weight"], s["norm2.bias"], self.eps)
+
+    def draft(self, prev: int, z: np.ndarray, mask_logits: np.ndarray, n: int, banned) -> list[int]:
+        """n drafts from the latents z[0..n-1] of one mask block, each conditioned on the one before."""
+        out = []
+        k = self.shortlist
+        for j in range(n):
+            row = mask_logits[j]
+            cands = np.argpartition(-row, k + len(banned))[:k + len(banned)]
+            cands = cands[~np.isin(cands, banned)][:k]
+            d = self.delta(prev, z[j])
+            scores = row[cands] + np.stack([self._row(self.unembd, int(c)) for c in cands]) @ d
+            prev = int(cands[int(np.argmax(scores))])
+            out.append(prev)
+        return out

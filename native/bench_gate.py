@@ -33,14 +33,23 @@ def main() -> int:
         adapter = B.Adapter(model)
         masks = adapter.gate_tokens
         prompt = model.tokenize("The history of the printing press begins in the fifteenth century, when")[:32]
-        ordinary = model.tokenize(" a goldsmith in Mainz named Johannes Gutenberg combined movable metal type")[:16]
+        ordinary = model.tokenize(" a goldsmith in Mainz named Johannes Gutenberg combined movable metal type, oil-based ink"
+                                  " and a wooden press adapted from those used for wine")[:16]
+        assert len(ordinary) == 16
         batches = {"16 tokens, 8 masks": ordinary[:8] + masks, "16 tokens, no mask": ordinary[:16]}
-        ctx = B.Context(model, n_ctx=512, n_batch=64, n_threads=args.threads)
-        ctx.decode(prompt, list(range(len(prompt))))
+        # one context per (batch, adapter): a context that alternates between a batch with gate
+        # tokens and one without rebuilds its graph each time, which is not the cost asked about
+        ctxs = {}
+        for b in batches:
+            for with_adapter in (False, True):
+                ctx = ctxs[(b, with_adapter)] = B.Context(model, n_ctx=512, n_batch=64, n_threads=args.threads)
+                ctx.set_adapter(adapter if with_adapter else None)
+                ctx.decode(prompt, list(range(len(prompt))))
         p0 = len(prompt)
 
-        def once(tokens, with_adapter):
-            ctx.set_adapter(adapter if with_adapter else None)
+        def once(b, with_adapter):
+            ctx = ctxs[(b, with_adapter)]
+            tokens = batches[b]
             t = time.perf_counter()
             ctx.decode(tokens, list(range(p0, p0 + len(tokens))), outputs=[1] * len(tokens))
             dt = time.perf_counter() - t
@@ -49,17 +58,18 @@ def main() -> int:
 
         times = {(b, a): [] for b in batches for a in (False, True)}
         for key in times:  # warm-up: build and cache each graph once
-            once(batches[key[0]], key[1])
+            once(*key)
         for _ in range(args.reps):  # interleaved so that machine noise hits all four alike
             for (b, a) in times:
-                times[(b, a)].append(once(batches[b], a))
+                times[(b, a)].append(once(b, a))
         print(f"model {Path(base).name}, gated LoRA rank {args.rank}, {ctx.n_threads} threads, "
               f"median of {args.reps}")
         for b in batches:
             off = statistics.median(times[(b, False)]) * 1e3
             on = statistics.median(times[(b, True)]) * 1e3
             print(f"{b:20s} no adapter {off:7.2f} ms   gated adapter {on:7.2f} ms   ratio {on / off:.3f}")
-        ctx.close()
+        for ctx in ctxs.values():
+            ctx.close()
         model.close()
     return 0
 

@@ -86,17 +86,15 @@ def random_mtp_parts(base: str | Path, *, k: int = 3, rank: int = 8, alpha: floa
     """Random but well-scaled MTP parts fitting `base`: the gated LoRA visibly changes mask outputs."""
     from gguf import quants
 
-    reader = F.open_gguf(base)
-    tensors = {t.name: t for t in reader.tensors}
-    embd = tensors["token_embd.weight"]
-    n_embd = int(embd.shape[0])
+    g = F.open_gguf(base)
+    n_embd = g.tensors["token_embd.weight"].shape[1]
     rng = np.random.default_rng(seed)
-    sample = quants.dequantize(np.asarray(embd.data[:256]), embd.tensor_type).reshape(-1, n_embd)
+    sample = g.rows("token_embd.weight", np.arange(256))
     lora = {}
-    for name, t in tensors.items():
+    for name, t in g.tensors.items():
         parts = name.split(".")
         if len(parts) == 4 and parts[0] == "blk" and parts[2] in targets and parts[3] == "weight":
-            n_in, n_out = int(t.shape[0]), int(t.shape[1])
+            n_out, n_in = t.shape
             a = rng.standard_normal((rank, n_in)) / np.sqrt(n_in)
             b = rng.standard_normal((n_out, rank)) * 0.5 / np.sqrt(rank)
             lora[name] = (a.astype(np.float32), b.astype(np.float32))
@@ -124,7 +122,7 @@ def write_adapter_gguf(base: str | Path, parts: MtpParts, out: str | Path, *, ga
     """The LoRA of `parts` as a stand-alone llama.cpp adapter GGUF; with `gate_ids` it is gated."""
     from gguf import GGUFWriter
 
-    arch = str(F.open_gguf(base).fields["general.architecture"].contents())
+    arch = str(F.open_gguf(base).kv["general.architecture"])
     w = GGUFWriter(out, arch)
     w.add_string("general.type", "adapter")
     w.add_string("adapter.type", "lora")

@@ -27,12 +27,9 @@ class MtpParts:
     lora_dtype: str = "F32"                             # F32 or F16
 
 
-def _copy_field(writer, field) -> None:
-    from gguf import GGUFValueType
-
-    vtype = field.types[0]
-    sub = field.types[1] if vtype == GGUFValueType.ARRAY and len(field.types) > 1 else None
-    writer.add_key_value(field.name, field.contents(), vtype, sub_type=sub)
+def _copy_field(writer, g, key) -> None:
+    vtype, sub = g.kv_types[key]
+    writer.add_key_value(key, g.kv[key], vtype, sub_type=sub)
 
 
 def _append_rows(tensor, rows: np.ndarray) -> np.ndarray:
@@ -40,7 +37,7 @@ def _append_rows(tensor, rows: np.ndarray) -> np.ndarray:
     from gguf import GGMLQuantizationType as Q
     from gguf import quants
 
-    qtype = tensor.tensor_type
+    qtype = tensor.type
     if qtype == Q.F32:
         new = rows.astype(np.float32)
     elif qtype == Q.F16:
@@ -50,9 +47,8 @@ def _append_rows(tensor, rows: np.ndarray) -> np.ndarray:
             new = quants.quantize(rows.astype(np.float32), qtype)
         except (NotImplementedError, quants.QuantError):
             raise F.FormatError(f"{tensor.name} is {qtype.name}: adding mask rows to that type is not supported yet") from None
-    old = np.asarray(tensor.data)
-    return np.concatenate([old.reshape(old.shape[0], -1).view(new.dtype).reshape(old.shape[0], -1),
-                           new.reshape(len(rows), -1)], axis=0)
+    old = tensor.data
+    return np.concatenate([old, new.reshape(len(rows), -1)], axis=0)
 
 
 def write_mtp_gguf(base: str | Path, out: str | Path, parts: MtpParts, *, force: bool = False) -> Path:
@@ -62,28 +58,27 @@ def write_mtp_gguf(base: str | Path, out: str | Path, parts: MtpParts, *, force:
     out = Path(out)
     if out.exists() and not force:
         raise F.FormatError(f"{out} exists (use --force to replace it)")
-    reader = F.open_gguf(base)
-    if F.KEY_VERSION in reader.fields:
+    g = F.open_gguf(base)
+    if F.KEY_VERSION in g.kv:
         raise F.FormatError(f"{base} is already an MTP model")
-    arch = str(reader.fields["general.architecture"].contents())
+    arch = str(g.kv.get("general.architecture", ""))
     if arch not in SUPPORTED_ARCHS:
         raise F.FormatError(f"architecture '{arch}' is not supported yet (supported: {', '.join(SUPPORTED_ARCHS)})")
-    tensors = {t.name: t for t in reader.tensors}
-    embd = tensors.get("token_embd.weight")
+    embd = g.tensors.get("token_embd.weight")
     if embd is None:
         raise F.FormatError("base has no token_embd.weight")
-    n_vocab = len(reader.fields["tokenizer.ggml.tokens"].data)
-    n_embd = int(embd.shape[0])
+    n_vocab = len(g.kv.get("tokenizer.ggml.tokens", []))
+    n_vocab_embd, n_embd = embd.shape
     k = int(parts.mask_embd.shape[0])
     if parts.mask_embd.shape != (k, n_embd):
         raise F.FormatError(f"mask embeddings have shape {parts.mask_embd.shape}, base hidden size is {n_embd}")
-    if int(embd.shape[1]) != n_vocab:
+    if n_vocab_embd != n_vocab:
         raise F.FormatError("base token_embd rows do not match its vocabulary")
     for name, (a, b) in parts.lora.items():
-        t = tensors.get(name)
+        t = g.tensors.get(name)
         if t is None:
             raise F.FormatError(f"LoRA target {name} is not in the base model")
-        n_in, n_out = int(t.shape[0]), int(t.shape[1])
+        n_out, n_in = t.shape
         if a.shape != (parts.rank, n_in) or b.shape != (n_out, parts.rank):
             raise F.FormatError(f"LoRA {name}: A {a.shape} / B {b.shape} do not fit base weight ({n_out}, {n_in}) at rank {parts.rank}")
     for name in F.SAMPLER_TENSORS:
@@ -97,19 +92,17 @@ def write_mtp_gguf(base: str | Path, out: str | Path, parts: MtpParts, *, force:
     try:
         writer = GGUFWriter(tmp, arch)
         extended = {"tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type"}
-        for field in reader.fields.values():
-            if field.name.startswith("GGUF.") or field.name == "general.architecture" or field.name in extended:
+        for key in g.kv:
+            if key.startswith("GGUF.") or key == "general.architecture" or key in extended:
                 continue
-            if field.name == f"{arch}.vocab_size":
-                writer.add_uint32(field.name, n_vocab + k)
+            if key == f"{arch}.vocab_size":
+                writer.add_uint32(key, n_vocab + k)
                 continue
-            _copy_field(writer, field)
-        tokens = [str(x) for x in reader.fields["tokenizer.ggml.tokens"].contents()]
-        writer.add_array("tokenizer.ggml.tokens", tokens + [F.mask_token_text(j + 1) for j in range(k)])
-        if "tokenizer.ggml.scores" in reader.fields:
-            scores = [float(x) for x in reader.fields["tokenizer.ggml.scores"].contents()]
-            writer.add_array("tokenizer.ggml.scores", scores + [0.0] * k)
-        types = [int(x) for x in reader.fields["tokenizer.ggml.token_type"].contents()]
+            _copy_field(writer, g, key)
+        writer.add_array("tokenizer.ggml.tokens", list(g.kv["tokenizer.ggml.tokens"]) + [F.mask_token_text(j + 1) for j in range(k)])
+        if "tokenizer.ggml.scores" in g.kv:
+            writer.add_array("tokenizer.ggml.scores", [float(x) for x in g.kv["tokenizer.ggml.scores"]] + [0.0] * k)
+        types = [int(x) for x in g.kv.get("tokenizer.ggml.token_type", [1] * n_vocab)]
         writer.add_array("tokenizer.ggml.token_type", types + [TOKEN_TYPE_CONTROL] * k)
 
         writer.add_uint32(F.KEY_VERSION, F.FORMAT_VERSION)
@@ -126,14 +119,14 @@ def write_mtp_gguf(base: str | Path, out: str | Path, parts: MtpParts, *, force:
         writer.add_float32(F.KEY_SAMPLER_EPS, float(parts.sampler_eps))
         writer.add_bool(F.KEY_SAMPLER_RESIDUAL, True)
 
-        for t in reader.tensors:
+        for t in g.tensors.values():
             if t.name == "token_embd.weight":
-                writer.add_tensor(t.name, _append_rows(t, parts.mask_embd), raw_dtype=t.tensor_type)
-            elif t.name == "output.weight" and int(t.shape[1]) == n_vocab:
+                writer.add_tensor(t.name, _append_rows(t, parts.mask_embd), raw_dtype=t.type)
+            elif t.name == "output.weight" and t.shape[0] == n_vocab:
                 rows = parts.mask_output if parts.mask_output is not None else np.zeros((k, n_embd), np.float32)
-                writer.add_tensor(t.name, _append_rows(t, rows), raw_dtype=t.tensor_type)
+                writer.add_tensor(t.name, _append_rows(t, rows), raw_dtype=t.type)
             else:
-                writer.add_tensor(t.name, np.asarray(t.data), raw_dtype=t.tensor_type)
+                writer.add_tensor(t.name, t.data, raw_dtype=t.type)
         lora_np = np.float16 if parts.lora_dtype == "F16" else np.float32
         for name in sorted(parts.lora):
             a, b = parts.lora[name]

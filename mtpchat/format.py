@@ -65,16 +65,12 @@ class MtpInfo:
     sampler: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
 
-def _scalar(reader, key, kind, required=True):
-    f = reader.fields.get(key)
-    if f is None:
+def _get(g, key, kind, required=True):
+    if key not in g.kv:
         if required:
             raise FormatError(f"missing metadata key {key}")
         return None
-    try:
-        value = f.contents()
-    except Exception as e:  # malformed field
-        raise FormatError(f"unreadable metadata key {key}: {e}") from None
+    value = g.kv[key]
     if kind is list:
         if not isinstance(value, list):
             raise FormatError(f"metadata key {key} must be an array")
@@ -85,61 +81,59 @@ def _scalar(reader, key, kind, required=True):
 
 
 def open_gguf(path: str | Path):
-    """GGUFReader over an untrusted file; any structural problem becomes FormatError."""
-    from gguf import GGUFReader
+    """A GGUFFile over an untrusted file; any structural problem becomes FormatError."""
+    from .gguf_file import GGUFError, GGUFFile
 
     p = Path(path)
     if not p.exists():
         raise FormatError(f"no such file: {p}")
     if p.is_dir():
         raise FormatError(f"{p} is a directory, not a .gguf file")
-    with open(p, "rb") as f:
-        if f.read(4) != b"GGUF":
-            raise FormatError(f"{p} is not a GGUF file")
     try:
-        return GGUFReader(p)
-    except Exception as e:
-        raise FormatError(f"{p} is truncated or corrupt ({e})") from None
+        return GGUFFile(p)
+    except GGUFError as e:
+        raise FormatError(f"{p}: {e}") from None
+    except OSError as e:
+        raise FormatError(f"cannot read {p}: {e.strerror}") from None
 
 
-def read_mtp_info(reader) -> MtpInfo | None:
-    if KEY_VERSION not in reader.fields:
+def read_mtp_info(g) -> MtpInfo | None:
+    if KEY_VERSION not in g.kv:
         return None
-    version = _scalar(reader, KEY_VERSION, int)
+    version = _get(g, KEY_VERSION, int)
     if version != FORMAT_VERSION:
         raise FormatError(f"MTP format version {version} is not supported (this mtpchat reads {FORMAT_VERSION})")
-    n_vocab = len(reader.fields["tokenizer.ggml.tokens"].data) if "tokenizer.ggml.tokens" in reader.fields else 0
+    n_vocab = len(g.kv.get("tokenizer.ggml.tokens", []))
     info = MtpInfo(
         version=version,
-        n_masks=_scalar(reader, KEY_N_MASKS, int),
-        mask_ids=[int(x) for x in _scalar(reader, KEY_MASK_IDS, list)],
-        lora_rank=_scalar(reader, KEY_LORA_RANK, int),
-        lora_alpha=_scalar(reader, KEY_LORA_ALPHA, float),
-        lora_targets=[str(x) for x in _scalar(reader, KEY_LORA_TARGETS, list)],
-        sampler_act=_scalar(reader, KEY_SAMPLER_ACT, str),
-        sampler_norm=_scalar(reader, KEY_SAMPLER_NORM, str),
-        sampler_eps=_scalar(reader, KEY_SAMPLER_EPS, float),
-        sampler_residual=bool(_scalar(reader, KEY_SAMPLER_RESIDUAL, int)),
+        n_masks=_get(g, KEY_N_MASKS, int),
+        mask_ids=[int(x) for x in _get(g, KEY_MASK_IDS, list)],
+        lora_rank=_get(g, KEY_LORA_RANK, int),
+        lora_alpha=_get(g, KEY_LORA_ALPHA, float),
+        lora_targets=[str(x) for x in _get(g, KEY_LORA_TARGETS, list)],
+        sampler_act=_get(g, KEY_SAMPLER_ACT, str),
+        sampler_norm=_get(g, KEY_SAMPLER_NORM, str),
+        sampler_eps=_get(g, KEY_SAMPLER_EPS, float),
+        sampler_residual=bool(_get(g, KEY_SAMPLER_RESIDUAL, int)),
     )
     if not 1 <= info.n_masks <= 64 or len(info.mask_ids) != info.n_masks:
         raise FormatError("mtp.n_masks does not match mtp.mask_token_ids")
     if any(not 0 <= i < n_vocab for i in info.mask_ids) or len(set(info.mask_ids)) != info.n_masks:
         raise FormatError("mask token ids are outside the vocabulary or repeated")
-    if (_scalar(reader, KEY_SAMPLER_TYPE, str), _scalar(reader, KEY_SAMPLER_INPUT, str)) != (SAMPLER_TYPE, SAMPLER_INPUT):
+    if (_get(g, KEY_SAMPLER_TYPE, str), _get(g, KEY_SAMPLER_INPUT, str)) != (SAMPLER_TYPE, SAMPLER_INPUT):
         raise FormatError("unknown sampler head type")
     if info.sampler_act != "silu" or info.sampler_norm != "layernorm":
         raise FormatError(f"unsupported sampler head ({info.sampler_act}, {info.sampler_norm})")
-    tensors = {t.name: t for t in reader.tensors}
-    n_embd = int(tensors["token_embd.weight"].shape[0]) if "token_embd.weight" in tensors else -1
+    embd = g.tensors.get("token_embd.weight")
+    n_embd = embd.shape[-1] if embd is not None else -1
     shapes = {"fc1.weight": (n_embd, 2 * n_embd), "fc2.weight": (n_embd, n_embd)}
     for name in SAMPLER_TENSORS:
-        t = tensors.get(SAMPLER_PREFIX + name)
+        t = g.tensors.get(SAMPLER_PREFIX + name)
         if t is None:
             raise FormatError(f"missing tensor {SAMPLER_PREFIX + name}")
-        if t.tensor_type.name not in ("F32", "F16"):
+        if t.type.name not in ("F32", "F16"):
             raise FormatError(f"tensor {t.name} must be F32 or F16")
-        arr = np.asarray(t.data, dtype=np.float32)
-        if arr.shape != shapes.get(name, (n_embd,)):
-            raise FormatError(f"tensor {t.name} has shape {arr.shape}, expected {shapes.get(name, (n_embd,))}")
-        info.sampler[name] = arr
+        if t.shape != shapes.get(name, (n_embd,)):
+            raise FormatError(f"tensor {t.name} has shape {t.shape}, expected {shapes.get(name, (n_embd,))}")
+        info.sampler[name] = np.array(t.data, dtype=np.float32)
     return info

@@ -133,12 +133,15 @@ class Acceptance:
 
 
 def choose(table: dict[int, float], alpha, *, k_max: int, n_max: int | None = None,
-           margin: float = 1.03) -> Choice:
-    """The tree with the best expected rate; plain decoding unless a tree beats it by `margin`."""
+           margin: float = 1.03, chain_only: bool = False) -> Choice:
+    """The tree with the best expected rate; plain decoding unless a tree beats it by `margin`.
+    chain_only: drafts that need no mask blocks (prompt lookup)."""
     n_max = k_max if n_max is None else n_max
     plain = Choice(PLAIN, 1.0 / cost(table, 1), 1.0)
     best = plain
-    for tree in candidates(min(k_max, n_max, len(alpha))):
+    n = min(k_max, n_max, len(alpha))
+    trees = (Tree(i) for i in range(1, n + 1)) if chain_only else candidates(n)
+    for tree in trees:
         rate, tps = tree_rate(tree, alpha, table)
         if rate > best.rate:
             best = Choice(tree, rate, tps)

@@ -23,29 +23,25 @@ def _silu(x):
 
 
 class SamplerHead:
-    def __init__(self, reader, info: F.MtpInfo, *, shortlist: int = 8):
+    def __init__(self, g, info: F.MtpInfo, *, shortlist: int = 8):
+        self.g = g
         self.s = info.sampler
         self.eps = info.sampler_eps
         self.shortlist = shortlist
-        tensors = {t.name: t for t in reader.tensors}
-        self.embd = tensors["token_embd.weight"]
-        self.unembd = tensors.get("output.weight", self.embd)
-        self._rows: dict[tuple[int, int], np.ndarray] = {}
+        self.unembd = "output.weight" if "output.weight" in g.tensors else "token_embd.weight"
+        self._rows: dict[tuple[str, int], np.ndarray] = {}
 
-    def _row(self, tensor, token: int) -> np.ndarray:
-        key = (id(tensor), token)
+    def _row(self, tensor: str, token: int) -> np.ndarray:
+        key = (tensor, token)
         r = self._rows.get(key)
         if r is None:
-            from gguf import quants
-
-            r = quants.dequantize(np.asarray(tensor.data[token:token + 1]), tensor.tensor_type).reshape(-1)
-            self._rows[key] = r = r.astype(np.float32)
+            r = self._rows[key] = self.g.rows(tensor, [token])[0]
         return r
 
     def delta(self, prev: int, z: np.ndarray) -> np.ndarray:
         """out - z for one mask latent z given the previous token."""
         s = self.s
-        h = _silu(s["fc1.weight"] @ np.concatenate([self._row(self.embd, prev), z]) + s["fc1.bias"])
+        h = _silu(s["fc1.weight"] @ np.concatenate([self._row("token_embd.weight", prev), z]) + s["fc1.bias"])
         h = _layernorm(h, s["norm1.weight"], s["norm1.bias"], self.eps)
         h = _silu(s["fc2.weight"] @ h + s["fc2.bias"])
         return _layernorm(h, s["norm2.weight"], s["norm2.bias"], self.eps)

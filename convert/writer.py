@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
+
 import numpy as np
 
 from mtpchat import format as F
@@ -25,6 +27,7 @@ class MtpParts:
     mask_output: np.ndarray | None = None               # (k, n_embd) rows for an untied output matrix
     sampler_eps: float = 1e-5
     lora_dtype: str = "F32"                             # F32 or F16
+    mask_tokens: list[str] | None = None                # token texts; default <|mtp_mask_j|>
 
 
 def _copy_field(writer, g, key) -> None:
@@ -46,13 +49,21 @@ def _append_rows(tensor, rows: np.ndarray) -> np.ndarray:
         try:
             new = quants.quantize(rows.astype(np.float32), qtype)
         except (NotImplementedError, quants.QuantError):
-            raise F.FormatError(f"{tensor.name} is {qtype.name}: adding mask rows to that type is not supported yet") from None
+            # K-quants and the like: gguf-py can only dequantise them, ggml itself can quantise
+            from .ggml_quant import quantize_rows
+            try:
+                new = quantize_rows(rows, qtype)
+            except (NotImplementedError, OSError, AttributeError):
+                raise F.FormatError(f"{tensor.name} is {qtype.name}: adding mask rows to that type is not supported yet") from None
     old = tensor.data
     return np.concatenate([old, new.reshape(len(rows), -1)], axis=0)
 
 
-def write_mtp_gguf(base: str | Path, out: str | Path, parts: MtpParts, *, force: bool = False) -> Path:
-    """Merge `parts` into `base`; atomic: a failure leaves no file and never an existing `out` touched."""
+def write_mtp_gguf(base: str | Path, out: str | Path, parts: MtpParts, *, force: bool = False,
+                   progress: Callable[[int, int], None] | None = None) -> Path:
+    """Merge `parts` into `base`; atomic: a failure leaves no file and never an existing `out` touched.
+
+    `progress(done_bytes, total_bytes)` is called as tensor data is written."""
     from gguf import GGUFWriter
 
     out = Path(out)
@@ -86,11 +97,16 @@ def write_mtp_gguf(base: str | Path, out: str | Path, parts: MtpParts, *, force:
         if name not in parts.sampler or parts.sampler[name].shape != want:
             raise F.FormatError(f"sampler tensor {name} missing or not of shape {want}")
     mask_ids = list(range(n_vocab, n_vocab + k))
+    mask_texts = list(parts.mask_tokens) if parts.mask_tokens else [F.mask_token_text(j + 1) for j in range(k)]
+    if len(mask_texts) != k or len(set(mask_texts)) != k:
+        raise F.FormatError(f"need {k} distinct mask token texts")
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.{os.getpid()}.tmp"
     try:
         writer = GGUFWriter(tmp, arch)
+        if "general.alignment" in g.kv:  # keep the base's data alignment: the copied key declares it
+            writer.data_alignment = int(g.kv["general.alignment"])
         extended = {"tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type"}
         for key in g.kv:
             if key.startswith("GGUF.") or key == "general.architecture" or key in extended:
@@ -99,7 +115,7 @@ def write_mtp_gguf(base: str | Path, out: str | Path, parts: MtpParts, *, force:
                 writer.add_uint32(key, n_vocab + k)
                 continue
             _copy_field(writer, g, key)
-        writer.add_array("tokenizer.ggml.tokens", list(g.kv["tokenizer.ggml.tokens"]) + [F.mask_token_text(j + 1) for j in range(k)])
+        writer.add_array("tokenizer.ggml.tokens", list(g.kv["tokenizer.ggml.tokens"]) + mask_texts)
         if "tokenizer.ggml.scores" in g.kv:
             writer.add_array("tokenizer.ggml.scores", [float(x) for x in g.kv["tokenizer.ggml.scores"]] + [0.0] * k)
         types = [int(x) for x in g.kv.get("tokenizer.ggml.token_type", [1] * n_vocab)]
@@ -137,10 +153,29 @@ def write_mtp_gguf(base: str | Path, out: str | Path, parts: MtpParts, *, force:
 
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
-        writer.write_tensors_to_file(progress=False)
+        _write_tensors(writer, progress)
         writer.close()
         os.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return out
+
+
+def _write_tensors(writer, progress) -> None:
+    """GGUFWriter.write_tensors_to_file for one shard, reporting bytes written as it goes."""
+    writer.write_ti_data_to_file()
+    fout = writer.fout[0]
+    writer.write_padding(fout, fout.tell())
+    infos = list(writer.tensors[0].values())
+    total, done = sum(ti.nbytes for ti in infos), 0
+    for ti in infos:
+        ti.tensor.tofile(fout)
+        writer.write_padding(fout, ti.nbytes)
+        ti.tensor = None  # the copied base data is a view of the mapped file: let it go
+        done += ti.nbytes
+        if progress is not None:
+            progress(done, total)
+    fout.flush()
+    from gguf.gguf_writer import WriterState
+    writer.state = WriterState.WEIGHTS

@@ -35,17 +35,23 @@ _set_gate = _bind("llama_adapter_lora_set_gate_tokens", [C.llama_adapter_lora_p_
 _n_gate = _bind("llama_adapter_lora_get_n_gate_tokens", [C.llama_adapter_lora_p_ctypes], ctypes.c_int32)
 _get_gate = _bind("llama_adapter_lora_get_gate_tokens", [C.llama_adapter_lora_p_ctypes], _token_p)
 
-# llama.cpp logs to stderr by default; keep its recent lines to explain failures, print them with -v
+# llama.cpp logs to stderr by default: keep its recent lines to explain failures; show its
+# warnings and errors with -v, and everything with MTPCHAT_LLAMA_LOG=1
 _log_tail: list[str] = []
-_verbose = bool(os.environ.get("MTPCHAT_LLAMA_LOG"))
+_verbose = False
+_log_all = bool(os.environ.get("MTPCHAT_LLAMA_LOG"))
+_last_level = 0
 
 
 @C.llama_log_callback
 def _log_cb(level, text, user_data):
+    global _last_level
+    if level != 5:  # 5 continues the previous line
+        _last_level = level
     line = text.decode("utf-8", "replace")
     _log_tail.append(line)
     del _log_tail[:-20]
-    if _verbose:
+    if _log_all or (_verbose and _last_level in (3, 4)):  # ggml: 3 warn, 4 error
         os.write(2, text)
 
 
@@ -109,6 +115,11 @@ class Model:
                 n = C.llama_token_to_piece(self.vocab, token, buf, -n, 0, False)
             p = self._pieces[token] = buf.raw[:n]
         return p
+
+    def token_text(self, token: int) -> str:
+        """The vocabulary entry of a token, control tokens included (e.g. '<|im_end|>')."""
+        t = C.llama_vocab_get_text(self.vocab, token)
+        return t.decode("utf-8", "replace") if t else ""
 
     def is_eog(self, token: int) -> bool:
         return bool(C.llama_vocab_is_eog(self.vocab, token))

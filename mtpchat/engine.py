@@ -145,6 +145,21 @@ class Engine:
         self.ctx.clear()
         self.tokens = []
 
+    def recover(self) -> None:
+        """Make the cache agree with `tokens` again after an interrupted step (Ctrl-C)."""
+        for s in range(1, self.ctx.n_seq_max):
+            self.ctx.seq_rm(s)
+        self.ctx.seq_rm(0, len(self.tokens), -1)
+        last = self.ctx.seq_pos_max(0)
+        del self.tokens[last + 1:]
+
+    def set_mtp(self, on: bool) -> None:
+        """Switch speculation on or off between generations (/mtp on|off). Off keeps the adapter
+        attached: with no mask token in a batch it adds no work and changes nothing."""
+        if on and not self.mtp:
+            raise ValueError("this model has no MTP parts: it always decodes plainly")
+        self.kind = "auto" if on else "plain"
+
     def _prefill(self, tokens: list[int]) -> None:
         """Evaluate tokens into seq 0 in batches (no outputs needed)."""
         self.ctx.set_embeddings(False)
@@ -168,8 +183,6 @@ class Engine:
         chain = [t0] + drafts[:n]
         blocks = [b for b in tree.blocks if b <= n] if self.mtp else []
         m = tree.n_masks
-        if p0 + len(chain) + len(blocks) * m > ctx.n_ctx:
-            raise B.LlamaError("the context is full")
         seq_of = {b: 1 + i for i, b in enumerate(blocks)}
         if blocks:
             toks, pos, seqs = [], [], []
@@ -315,6 +328,10 @@ class Engine:
                 drafts = mtp_drafts if source == "mtp" else lookup if source == "lookup" else []
                 if self.kind == "auto" and source != "lookup" and lookup and "lookup" not in self._shadow:
                     self._shadow["lookup"] = (lookup, 0)
+                if len(self.tokens) + tree.n_tokens > self.ctx.n_ctx:
+                    if len(self.tokens) + 1 >= self.ctx.n_ctx:
+                        return  # the context is full: the answer ends here
+                    tree, source, drafts = P.PLAIN, None, []
                 new, n_acc, next_drafts = self._step(t0, drafts, tree, params, rng)
                 self._shadow_check(new)
                 n_off = min(tree.n_drafts, len(drafts))
@@ -331,9 +348,9 @@ class Engine:
                 st.trees[tree.name if source != "probe" else "probe"] += 1
                 for i, tok in enumerate(new):
                     stop = self.model.is_eog(tok)
+                    produced += 1
+                    st.tokens += 1  # the end-of-generation token counts as generated, unprinted
                     if not stop:
-                        produced += 1
-                        st.tokens += 1
                         yield Token(tok, decoder.push(tok), source if i < n_acc else None)
                     if stop or produced >= max_tokens:
                         # drafts accepted after the stopping token leave the cache

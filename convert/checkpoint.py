@@ -234,3 +234,46 @@ def build_parts(ck: Checkpoint, base: dict) -> MtpParts:
                     sampler={n: sampler[n].astype(np.float32) for n in F.SAMPLER_TENSORS},
                     mask_output=None if out is None else out.astype(np.float32), sampler_eps=ck.sampler_eps,
                     lora_dtype="F16" if all_f16 else "F32", mask_tokens=list(ck.mask_tokens))
+
+
+def unpermute_rows(b: np.ndarray, n_head: int) -> np.ndarray:
+    """Inverse of `permute_rows`: llama.cpp's Q/K row order back to Hugging Face's."""
+    n_out = b.shape[0]
+    return b.reshape(n_head, n_out // n_head // 2, 2, *b.shape[1:]).swapaxes(1, 2).reshape(b.shape)
+
+
+def write_checkpoint(folder: str | Path, parts: MtpParts, *, arch: str, vocab_size: int, n_head: int = 0,
+                     n_head_kv: int = 0, base_model: str = "", hf_prefix: str = "base_model.model.model.") -> Path:
+    """Write `parts` (GGUF names and row order, as convert produces them) as a checkpoint folder in
+    the trainer's format: the inverse of `build_parts`. Used by tests and tools."""
+    from .tensorfile import write_safetensors
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    to_hf = {v: k for k, v in HF_TO_GGUF.items()}
+    adapter = {}
+    for gname, (a, b) in sorted(parts.lora.items()):
+        _, layer, target, _ = gname.split(".")
+        module = to_hf[target]
+        if arch in PERMUTED_QK and target in ("attn_q", "attn_k"):
+            b = unpermute_rows(b, n_head if target == "attn_q" else n_head_kv)
+        group = "self_attn" if module.endswith(("q_proj", "k_proj", "v_proj", "o_proj")) else "mlp"
+        stem = f"{hf_prefix}layers.{layer}.{group}.{module}"
+        adapter[f"{stem}.lora_A.weight"] = a
+        adapter[f"{stem}.lora_B.weight"] = b
+    k, d = parts.mask_embd.shape
+    targets = sorted({to_hf[n.split(".")[2]] for n in parts.lora}, key=list(HF_TO_GGUF).index)
+    cfg = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "base_model": base_model,
+           "architecture": arch, "hidden_size": int(d), "vocab_size": int(vocab_size), "n_masks": int(k),
+           "mask_tokens": list(parts.mask_tokens or [F.mask_token_text(j + 1) for j in range(k)]),
+           "lora": {"rank": parts.rank, "alpha": parts.alpha, "target_modules": targets},
+           "sampler": {"type": F.SAMPLER_TYPE, "input": F.SAMPLER_INPUT, "activation": "silu", "norm": "layernorm",
+                       "norm_eps": parts.sampler_eps, "residual": True, "hidden_size": int(d)}}
+    (folder / CONFIG).write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+    write_safetensors(folder / ADAPTER, adapter)
+    write_safetensors(folder / SAMPLER, dict(parts.sampler))
+    masks = {"mask_embeddings": parts.mask_embd}
+    if parts.mask_output is not None:
+        masks["mask_output"] = parts.mask_output
+    write_safetensors(folder / MASKS, masks)
+    return folder

@@ -193,7 +193,6 @@ class Context:
         params.n_seq_max = n_seq_max
         params.kv_unified = True
         params.embeddings = embeddings
-        params.pooling_type = C.LLAMA_POOLING_TYPE_NONE
         threads = n_threads or max(1, os.cpu_count() or 1)
         params.n_threads = threads
         params.n_threads_batch = threads

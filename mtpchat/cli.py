@@ -10,7 +10,7 @@ import typer
 
 from . import __version__
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
                   help="Local chat that writes several tokens per forward pass (gated-LoRA MTP on llama.cpp).")
 
 
@@ -93,6 +93,7 @@ def run(
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: all cores)."),
     gpu_layers: int = typer.Option(0, "-ngl", "--gpu-layers", help="Layers to offload to the GPU (-1: all)."),
     no_mtp: bool = typer.Option(False, "--no-mtp", help="Decode plainly even with an MTP model."),
+    tree: str = typer.Option("auto", "--tree", help="auto (sized to this machine) | plain | linear:K | quadratic:K | lookup:K"),
     plain: bool = typer.Option(False, "--plain", help="No Markdown rendering."),
     show_drafts: bool = typer.Option(False, "--show-drafts", help="Colour tokens that came from accepted drafts."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object with the answer and statistics."),
@@ -120,7 +121,13 @@ def run(
         if not text.strip():
             raise UsageError("empty prompt (give -p TEXT or pipe text on stdin)")
 
-    engine = load_engine(model, ctx=ctx, threads=threads, gpu_layers=gpu_layers, mtp=not no_mtp, verbose=verbose)
+    from .engine import parse_tree
+
+    parse_tree(tree)
+    engine = load_engine(model, ctx=ctx, threads=threads, gpu_layers=gpu_layers, mtp=not no_mtp,
+                         tree="plain" if no_mtp else tree, verbose=verbose)
+    if not engine.mtp and not no_mtp and (interactive or verbose):
+        print("mtpchat: this model has no MTP parts: decoding plainly", file=sys.stderr)
     params = sampling_defaults(engine.model)
     given = {"temperature": temp, "top_p": top_p, "top_k": top_k, "min_p": min_p,
              "repeat_penalty": repeat_penalty, "seed": seed}
@@ -220,4 +227,24 @@ _register_optional()
 
 
 def main():
-    app()
+    # typer bundles its own click: reach its exception types through typer's public ones
+    usage_error = typer.BadParameter.__mro__[1]      # UsageError
+    click_error = typer.BadParameter.__mro__[2]      # ClickException
+    args = sys.argv[1:]
+    if not args:
+        args = ["--help"]
+    try:
+        rv = app(args=args, standalone_mode=False)
+    except usage_error as e:
+        # one line and exit 1 (click's default prints a usage block and exits 2)
+        print(f"mtpchat: error: {e.format_message()}", file=sys.stderr)
+        sys.exit(1)
+    except click_error as e:
+        print(f"mtpchat: error: {e.format_message()}", file=sys.stderr)
+        sys.exit(1)
+    except (typer.Abort, KeyboardInterrupt):
+        print(file=sys.stderr)
+        sys.exit(130)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    sys.exit(rv if isinstance(rv, int) else 0)

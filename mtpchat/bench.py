@@ -1,0 +1,145 @@
+"""`mtpchat bench`: plain greedy and MTP greedy decoding of the same GGUF, prompt by prompt, in
+one process, with the same chat template. Speedups are ratios measured side by side."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from .chat import ChatFormat
+from .engine import Engine, Stats
+from .sampling import GREEDY
+
+
+def load_prompts(path: str) -> list[dict]:
+    p = Path(path)
+    try:
+        lines = p.read_text().splitlines()
+    except OSError as e:
+        raise ValueError(f"cannot read {path}: {e.strerror}") from None
+    items = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            d = json.loads(line)
+        except ValueError:
+            raise ValueError(f"{path}:{n}: not valid JSON") from None
+        if not isinstance(d, dict) or not isinstance(d.get("prompt"), str) or not d["prompt"].strip():
+            raise ValueError(f"{path}:{n}: each line needs a non-empty \"prompt\"")
+        d.setdefault("id", f"{p.stem}-{n}")
+        d.setdefault("category", "default")
+        items.append(d)
+    if not items:
+        raise ValueError(f"{path} holds no prompts")
+    return items
+
+
+def _run(engine: Engine, prompt: list[int], max_tokens: int) -> tuple[list[int], Stats]:
+    engine.reset()  # each run pays its own prompt processing
+    st = Stats(pass_1_s=engine.costs[1] if engine.costs else None)
+    ids = [t.id for t in engine.generate(prompt, GREEDY, max_tokens=max_tokens, stats=st)]
+    return ids, st
+
+
+def top2_gap(engine: Engine, prompt: list[int], prefix: list[int]) -> float:
+    """Plain top-1 minus top-2 logit at the position after prompt + prefix."""
+    engine.reset()
+    tokens = prompt + prefix
+    engine._prefill(tokens[:-1])
+    engine.ctx.set_embeddings(False)
+    n = engine.ctx.decode(tokens[-1:], [len(tokens) - 1], outputs=[1])
+    row = np.array(engine.ctx.logits(n)[0], dtype=np.float64)
+    if len(engine.banned):
+        row[engine.banned] = -np.inf
+    top = np.partition(row, -2)[-2:]
+    engine.reset()
+    return float(top[1] - top[0])
+
+
+def _agg(rows: list[dict]) -> dict:
+    tok = sum(r["tokens"] for r in rows)
+    mtp_tok = sum(r["mtp_tokens"] for r in rows)
+    plain_s = sum(r["plain_s"] for r in rows)
+    mtp_s = sum(r["mtp_s"] for r in rows)
+    steps = sum(r["steps"] for r in rows)
+    plain_tok_s = tok / plain_s if plain_s else 0.0
+    mtp_tok_s = mtp_tok / mtp_s if mtp_s else 0.0
+    return {"prompts": len(rows), "identical": sum(r["identical"] for r in rows), "tokens": tok,
+            "plain_tok_s": round(plain_tok_s, 2), "mtp_tok_s": round(mtp_tok_s, 2),
+            "speedup": round(mtp_tok_s / plain_tok_s, 3) if plain_tok_s else None,
+            "tau": round(mtp_tok / steps, 3) if steps else None}
+
+
+def run_bench(engine: Engine, items: list[dict], *, max_tokens: int, tree: str, progress: bool = True) -> dict:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    chat = ChatFormat(engine.model)
+    mtp_kind = engine.kind
+    if mtp_kind == "auto":
+        engine.calibrate()
+    # warm-up: build both paths' graphs and touch the weights before any timing
+    warm = chat.tokens([{"role": "user", "content": "Hello"}])
+    for kind in ("plain", mtp_kind):
+        engine.kind = kind
+        _run(engine, warm, 8)
+    rows = []
+    with Progress(console=Console(stderr=True), transient=True, disable=not progress) as bar:
+        task = bar.add_task("bench", total=len(items))
+        for it in items:
+            msgs = ([{"role": "system", "content": it["system"]}] if it.get("system") else [])
+            prompt = chat.tokens(msgs + [{"role": "user", "content": it["prompt"]}])
+            engine.kind = "plain"
+            adapter = engine.adapter
+            engine.ctx.set_adapter(None)  # the baseline runs exactly as stock llama.cpp would
+            plain_ids, ps = _run(engine, prompt, max_tokens)
+            engine.ctx.set_adapter(adapter)
+            engine.kind = mtp_kind
+            mtp_ids, ms = _run(engine, prompt, max_tokens)
+            same = plain_ids == mtp_ids
+            row = {"id": it["id"], "category": it["category"], "tokens": ps.tokens, "mtp_tokens": ms.tokens,
+                   "plain_s": ps.gen_s, "mtp_s": ms.gen_s, "steps": ms.steps,
+                   "plain_tok_s": round(ps.tok_s, 2), "mtp_tok_s": round(ms.tok_s, 2),
+                   "speedup": round(ms.tok_s / ps.tok_s, 3) if ps.tok_s else None,
+                   "tau": round(ms.tau, 3), "acceptance": [round(a, 3) for a in ms.acceptance()],
+                   "accepted_by_source": dict(ms.by_source), "trees": dict(ms.trees),
+                   "prompt_tokens": len(prompt), "plain_prompt_tok_s": round(ps.prompt_tok_s, 1),
+                   "mtp_prompt_tok_s": round(ms.prompt_tok_s, 1), "identical": same}
+            if not same:
+                pos = next((i for i, (a, b) in enumerate(zip(plain_ids, mtp_ids)) if a != b),
+                           min(len(plain_ids), len(mtp_ids)))
+                row["first_divergence"] = pos
+                row["top2_gap"] = round(top2_gap(engine, prompt, plain_ids[:pos]), 5)
+            rows.append(row)
+            bar.advance(task)
+    cats = defaultdict(list)
+    for r in rows:
+        cats[r["category"]].append(r)
+    result = {"model": os.path.basename(engine.model.path), "device": engine.device, "threads": engine.ctx.n_threads,
+              "tree": tree, "max_tokens": max_tokens, "aggregate": _agg(rows),
+              "by_category": {c: _agg(rs) for c, rs in sorted(cats.items())}, "prompts": rows}
+    for r in rows:
+        del r["plain_s"], r["mtp_s"]
+    return result
+
+
+def render(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"{result['model']} · {result['device']} · {result['threads']} threads · tree {result['tree']}")
+    for col in ("prompt", "category", "tokens", "plain tok/s", "MTP tok/s", "speedup", "tokens/step", "acceptance", "identical"):
+        t.add_column(col, justify="right" if col not in ("prompt", "category", "acceptance") else "left")
+    for r in result["prompts"]:
+        ident = "yes" if r["identical"] else f"no @{r['first_divergence']} gap {r['top2_gap']:.3g}"
+        t.add_row(r["id"], r["category"], str(r["tokens"]), f"{r['plain_tok_s']:.1f}", f"{r['mtp_tok_s']:.1f}",
+                  f"{r['speedup']:.2f}x", f"{r['tau']:.2f}", " ".join(f"{a:.2f}" for a in r["acceptance"][:4]), ident)
+    for name, a in [("all", result["aggregate"])] + list(result["by_category"].items()):
+        t.add_row(f"[bold]{name}[/]", "", str(a["tokens"]), f"{a['plain_tok_s']:.1f}", f"{a['mtp_tok_s']:.1f}",
+                  f"{a['speedup']:.2f}x", f"{a['tau']:.2f}", "", f"{a['identical']}/{a['prompts']}")
+    Console(file=sys.stdout, width=None if sys.stdout.isatty() else 160).print(t)

@@ -126,16 +126,17 @@ def convert(src: str, base: str | None = None, out: str | Path | None = None, *,
         check_against_base(ck, facts)
         parts = build_parts(ck, facts)
         embd_type = g.tensors["token_embd.weight"].type.name
-        del g
         steps.start(f"writing {out.name}", total=1)
-        write_mtp_gguf(base_gguf, out, parts, force=force, progress=steps.bytes)
+        write_mtp_gguf(g, out, parts, force=force, progress=steps.bytes)
         steps.finish()
+        del g  # its memory map of the base must go before the work folder is removed
 
-    info = F.read_mtp_info(F.open_gguf(out))
+    n_vocab = facts["n_vocab"]
     return Summary(out=out, size=out.stat().st_size, arch=ck.arch,
                    base=str(base if base is not None else src), base_kind=f"{kind} (token_embd {embd_type})",
-                   n_masks=info.n_masks, mask_ids=info.mask_ids, rank=info.lora_rank, alpha=info.lora_alpha,
-                   n_lora=len(parts.lora), targets=info.lora_targets, seconds=time.monotonic() - t0, notes=notes)
+                   n_masks=ck.n_masks, mask_ids=list(range(n_vocab, n_vocab + ck.n_masks)), rank=parts.rank,
+                   alpha=parts.alpha, n_lora=len(parts.lora), targets=sorted({n.split(".")[2] for n in parts.lora}),
+                   seconds=time.monotonic() - t0, notes=notes)
 
 
 def _size(n: int) -> str:

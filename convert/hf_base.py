@@ -20,8 +20,10 @@ from .checkpoint import PICKLE_SUFFIXES, ConvertError
 SDIST_VERSION = "0.3.36"
 VENDOR = f"llama_cpp_python-{SDIST_VERSION}/vendor/llama.cpp/"
 NEEDED = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")
-# --outtype → convert_hf_to_gguf's --outtype; q4_0 goes through f16 and llama.cpp's quantiser
-OUTTYPES = {"keep": "auto", "f16": "f16", "q8_0": "q8_0", "q4_0": "f16"}
+# --outtype → convert_hf_to_gguf's --outtype; keep = the weights' own float type (source_type),
+# q4_0 goes through f16 and llama.cpp's quantiser
+OUTTYPES = {"keep": None, "f16": "f16", "q8_0": "q8_0", "q4_0": "f16"}
+ST_TO_OUTTYPE = {"F32": "f32", "F16": "f16", "BF16": "bf16"}
 SKIP_IN_STAGING = {"mtp_config.json", "adapter_model.safetensors", "sampler.safetensors",
                    "mask_embeddings.safetensors", "adapter_config.json"}
 
@@ -34,7 +36,7 @@ def cache_dir() -> Path:
 
 
 def missing_modules() -> list[str]:
-    return [m for m in ("torch", "transformers", "safetensors") if importlib.util.find_spec(m) is None]
+    return [m for m in ("torch", "transformers", "safetensors", "sentencepiece") if importlib.util.find_spec(m) is None]
 
 
 def _sdist() -> Path:
@@ -84,6 +86,23 @@ def converter_script() -> Path:
     return script
 
 
+def source_type(folder: Path) -> str:
+    """The float type most of the base's weights are stored in, as a converter --outtype."""
+    from .tensorfile import TensorFileError, read_header
+
+    counts: dict[str, int] = {}
+    for f in sorted(folder.glob("model*.safetensors")):
+        try:
+            header, _ = read_header(f)
+        except TensorFileError as e:
+            raise ConvertError(str(e)) from None
+        for e in header.values():
+            n = e["data_offsets"][1] - e["data_offsets"][0]
+            counts[e["dtype"]] = counts.get(e["dtype"], 0) + n
+    best = max(counts, key=counts.get) if counts else "BF16"
+    return ST_TO_OUTTYPE.get(best, "auto")
+
+
 def stage(folder: Path, into: Path) -> Path:
     """A folder of links to the base model's files only: no MTP files, and never a pickle, so the
     converter cannot fall back to torch.load on anything."""
@@ -105,7 +124,7 @@ def convert_hf(folder: Path, out: Path, outtype: str, workdir: Path) -> Path:
     staged = stage(folder, workdir / "hf-base")
     first = out if outtype != "q4_0" else workdir / "base-f16.gguf"
     env = dict(os.environ, PYTHONPATH=str(script.parent))
-    cmd = [sys.executable, str(script), str(staged), "--outfile", str(first), "--outtype", OUTTYPES[outtype]]
+    cmd = [sys.executable, str(script), str(staged), "--outfile", str(first), "--outtype", OUTTYPES[outtype] or source_type(folder)]
     r = subprocess.run(cmd, cwd=script.parent, env=env, capture_output=True, text=True)
     if r.returncode != 0 or not first.is_file():
         lines = [ln for ln in (r.stderr + r.stdout).splitlines() if ln.strip()]
@@ -121,7 +140,8 @@ def quantize(src: Path, dst: Path, outtype: str) -> None:
     """llama.cpp's own quantiser, as llama-quantize runs it (its per-tensor type choices included)."""
     import llama_cpp
 
-    ftype = {"q4_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0, "q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0}[outtype]
+    ftype = {"q4_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0, "q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0,
+             "q4_k_m": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M}[outtype]
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = ftype
     params.nthread = os.cpu_count() or 1

@@ -138,3 +138,79 @@ def write_adapter_gguf(base: str | Path, parts: MtpParts, out: str | Path, *, ga
     w.write_tensors_to_file()
     w.close()
     return Path(out)
+
+
+def smol_tokenizer_files(smol_gguf: str | Path) -> dict[str, dict]:
+    """SmolLM2's Hugging Face tokenizer files rebuilt from its GGUF vocabulary and merges
+    (byte-level BPE, digits split one by one), so llama.cpp's converter recognises it ("smollm")."""
+    g = F.open_gguf(smol_gguf)
+    tokens = [str(t) for t in g.kv["tokenizer.ggml.tokens"]]
+    types = [int(t) for t in g.kv["tokenizer.ggml.token_type"]]
+    merges = [str(m) for m in g.kv["tokenizer.ggml.merges"]]
+    special = [i for i, t in enumerate(types) if t == 3]
+    tok = {
+        "version": "1.0", "truncation": None, "padding": None,
+        "added_tokens": [{"id": i, "content": tokens[i], "single_word": False, "lstrip": False, "rstrip": False,
+                          "normalized": False, "special": True} for i in special],
+        "normalizer": None,
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Digits", "individual_digits": True},
+            {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}]},
+        "post_processor": None,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
+        "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+                  "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+                  "vocab": {t: i for i, t in enumerate(tokens)}, "merges": merges},
+    }
+    cfg = {"tokenizer_class": "GPT2Tokenizer", "add_prefix_space": False, "clean_up_tokenization_spaces": False,
+           "bos_token": tokens[1], "eos_token": tokens[2], "unk_token": tokens[0], "pad_token": tokens[2],
+           "model_max_length": 8192, "chat_template": str(g.kv.get("tokenizer.chat_template", CHATML)),
+           "additional_special_tokens": [tokens[1], tokens[2]]}
+    return {"tokenizer.json": tok, "tokenizer_config.json": cfg}
+
+
+def write_tiny_hf_llama(folder: str | Path, smol_gguf: str | Path, *, hidden: int = 64, n_layer: int = 2,
+                        n_head: int = 4, n_head_kv: int = 2, n_ff: int = 128, seed: int = 0,
+                        tie: bool = True) -> Path:
+    """A random-weight Hugging Face llama folder (config.json, F32 model.safetensors, SmolLM2's
+    tokenizer) small enough for tests; vocabulary 49152 as SmolLM2's."""
+    import json
+
+    from .tensorfile import write_safetensors
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = smol_tokenizer_files(smol_gguf)
+    n_vocab = len(files["tokenizer.json"]["model"]["vocab"])
+    rng = np.random.default_rng(seed)
+
+    def rand(*shape, scale=None):
+        scale = scale if scale is not None else 1.0 / np.sqrt(shape[-1])
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+    hd = hidden // n_head
+    w = {"model.embed_tokens.weight": rand(n_vocab, hidden, scale=1.0),
+         "model.norm.weight": (1 + 0.1 * rng.standard_normal(hidden)).astype(np.float32)}
+    if not tie:
+        w["lm_head.weight"] = rand(n_vocab, hidden)
+    for i in range(n_layer):
+        p = f"model.layers.{i}."
+        w[p + "input_layernorm.weight"] = (1 + 0.1 * rng.standard_normal(hidden)).astype(np.float32)
+        w[p + "post_attention_layernorm.weight"] = (1 + 0.1 * rng.standard_normal(hidden)).astype(np.float32)
+        w[p + "self_attn.q_proj.weight"] = rand(n_head * hd, hidden)
+        w[p + "self_attn.k_proj.weight"] = rand(n_head_kv * hd, hidden)
+        w[p + "self_attn.v_proj.weight"] = rand(n_head_kv * hd, hidden)
+        w[p + "self_attn.o_proj.weight"] = rand(hidden, n_head * hd)
+        w[p + "mlp.gate_proj.weight"] = rand(n_ff, hidden)
+        w[p + "mlp.up_proj.weight"] = rand(n_ff, hidden)
+        w[p + "mlp.down_proj.weight"] = rand(hidden, n_ff)
+    write_safetensors(folder / "model.safetensors", w, metadata={"format": "pt"})
+    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": hidden,
+              "intermediate_size": n_ff, "num_hidden_layers": n_layer, "num_attention_heads": n_head,
+              "num_key_value_heads": n_head_kv, "head_dim": hd, "hidden_act": "silu", "max_position_embeddings": 2048,
+              "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": tie, "vocab_size": n_vocab,
+              "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "float32", "attention_bias": False, "mlp_bias": False}
+    (folder / "config.json").write_text(json.dumps(config, indent=1), encoding="utf-8")
+    for name, content in files.items():
+        (folder / name).write_text(json.dumps(content, ensure_ascii=False), encoding="utf-8")
+    return folder

@@ -59,7 +59,7 @@ def _append_rows(tensor, rows: np.ndarray) -> np.ndarray:
     return np.concatenate([old, new.reshape(len(rows), -1)], axis=0)
 
 
-def write_mtp_gguf(base: str | Path, out: str | Path, parts: MtpParts, *, force: bool = False,
+def write_mtp_gguf(base, out: str | Path, parts: MtpParts, *, force: bool = False,
                    progress: Callable[[int, int], None] | None = None) -> Path:
     """Merge `parts` into `base`; atomic: a failure leaves no file and never an existing `out` touched.
 
@@ -69,9 +69,10 @@ def write_mtp_gguf(base: str | Path, out: str | Path, parts: MtpParts, *, force:
     out = Path(out)
     if out.exists() and not force:
         raise F.FormatError(f"{out} exists (use --force to replace it)")
-    g = F.open_gguf(base)
+    # an already opened base (a GGUFFile) saves parsing a large vocabulary twice
+    g = base if hasattr(base, "tensors") else F.open_gguf(base)
     if F.KEY_VERSION in g.kv:
-        raise F.FormatError(f"{base} is already an MTP model")
+        raise F.FormatError(f"{getattr(g, 'path', base)} is already an MTP model")
     arch = str(g.kv.get("general.architecture", ""))
     if arch not in SUPPORTED_ARCHS:
         raise F.FormatError(f"architecture '{arch}' is not supported yet (supported: {', '.join(SUPPORTED_ARCHS)})")

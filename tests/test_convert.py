@@ -369,3 +369,16 @@ def test_existing_output_needs_force(tmp_path, tiny_base):
     assert r.exit_code == 0, r.output
     assert F.read_mtp_info(F.open_gguf(out)).n_masks == 3
     assert sorted(os.listdir(tmp_path)) == ["ck", "x.gguf"]
+
+
+def test_real_cli(tmp_path, tiny_base):
+    """`python -m mtpchat convert` as users run it: summary on stdout, one error line on stderr."""
+    from conftest import run_cli
+
+    make_checkpoint(tmp_path / "ck", tiny_base)
+    r = run_cli("convert", tmp_path / "ck", "--base", tiny_base, "-o", tmp_path / "o.gguf")
+    assert r.returncode == 0, r.stderr
+    assert "o.gguf" in r.stdout and "masks: 3" in r.stdout
+    r = run_cli("convert", tmp_path / "ck", "--base", tiny_base, "-o", tmp_path / "o.gguf")
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.strip().startswith("error:") and "--force" in r.stderr and "Traceback" not in r.stderr

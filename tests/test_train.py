@@ -1,0 +1,229 @@
+"""mtpchat train on a tiny random llama: attention rules, exact ordinary outputs, learning,
+checkpoint -> GGUF -> llama.cpp round trip, resume. CPU, seconds."""
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="the [train] extra (torch) is not installed")
+pytest.importorskip("transformers", reason="the [train] extra (transformers) is not installed")
+
+from mtpchat.train import checkpoint as ckpt  # noqa: E402
+from mtpchat.train.base import load_base  # noqa: E402
+from mtpchat.train.layout import build_layout  # noqa: E402
+from mtpchat.train.model import MtpModel  # noqa: E402
+from mtpchat.train.trainer import Examples, Trainer, TrainConfig, evaluate, losses  # noqa: E402
+
+K = 3
+
+
+_BASES = {}
+
+
+def fresh(tiny_base, seed=0, rank=4):
+    """A new MtpModel on a copy of the tiny base (loaded from its GGUF once per module)."""
+    import copy
+
+    if tiny_base not in _BASES:
+        _BASES[tiny_base] = load_base(tiny_base, dtype=torch.float32)
+    base, arch = _BASES[tiny_base]
+    return MtpModel(copy.deepcopy(base), n_masks=K, rank=rank, alpha=2 * rank, seed=seed), arch
+
+
+def synthetic_examples(n=12, seed=0):
+    """Sequences with learnable structure: an answer counts upwards from a random start."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        prompt = [3] + rng.integers(270, 320, 4).tolist()
+        start = int(rng.integers(270, 290))
+        answer = [start + (t % 30) for t in range(14)]
+        out.append({"id": f"s{i}", "category": "test", "prompt_ids": prompt, "answer_ids": answer, "stopped": True})
+    return out
+
+
+def test_attention_mask_follows_the_rules():
+    seqs = [([10, 11, 12, 13, 14, 15], 2), ([20, 21, 22, 23, 24], 3)]
+    lay = build_layout(seqs, K)
+    allowed = lay.joint_allowed()
+    T = lay.ids.numel()
+    M = lay.mask_j.numel()
+    assert M > 0
+    for q in range(T):
+        for kk in range(T + M):
+            want = kk < T and lay.seg[kk] == lay.seg[q] and kk <= q   # never a mask
+            assert bool(allowed[q, kk]) == bool(want)
+    for m in range(M):
+        a, j = int(lay.anchor[m]), int(lay.mask_j[m])
+        for kk in range(T):
+            assert bool(allowed[T + m, kk]) == bool(lay.seg[kk] == lay.seg[a] and kk <= a)
+        for m2 in range(M):
+            same = lay.block[m2] == lay.block[m] and lay.mask_j[m2] <= j
+            assert bool(allowed[T + m, T + m2]) == bool(same)
+    # positions and labels: m_j after x_i sits at i+j and predicts x_{i+j+1}
+    for m in range(M):
+        a, j = int(lay.anchor[m]), int(lay.mask_j[m]) + 1
+        s = int(lay.seg[a])
+        off = 0 if s == 0 else len(seqs[0][0])
+        i = a - off
+        toks = seqs[s][0]
+        assert int(lay.mask_pos[m]) == i + j
+        assert int(lay.labels[m]) == toks[i + j + 1] and int(lay.prev[m]) == toks[i + j]
+        assert int(lay.source[m]) == a + j
+    # anchors start at the last prompt token
+    assert int(lay.anchor.min()) == seqs[0][1] - 1
+
+
+def test_ordinary_logits_equal_the_base_exactly(tiny_base):
+    model, _ = fresh(tiny_base)
+    for lin in model.lora.values():
+        torch.nn.init.normal_(lin.lora_B, std=0.5)   # an adapter that really changes mask outputs
+    ex = synthetic_examples(2)
+    lay = build_layout([(e["prompt_ids"] + e["answer_ids"], len(e["prompt_ids"])) for e in ex], K)
+    T = lay.ids.numel()
+    with torch.no_grad():
+        with_adapter = model.unembed(model.joint_pass(lay))
+        without = model.unembed(model.joint_pass(lay, adapter=False))
+        assert torch.equal(with_adapter[:T], without[:T])
+        assert (with_adapter[T:] - without[T:]).abs().max() > 1e-2
+        # the same as the plain base model run on each sequence alone
+        ids = ex[0]["prompt_ids"] + ex[0]["answer_ids"]
+        plain = model.base(input_ids=torch.tensor([ids])).logits[0]
+        assert torch.allclose(with_adapter[: len(ids)], plain, atol=1e-5)
+        # the training split (ordinary pass without grad, then masks against its cache) equals one joint pass
+        h_ord, cache = model.ordinary_pass(lay)
+        z = model.mask_pass(lay, cache)
+        joint = model.joint_pass(lay)
+        assert torch.equal(h_ord, model.joint_pass(lay, adapter=False)[:T]) or torch.allclose(h_ord, joint[:T], atol=1e-5)
+        assert torch.allclose(z, joint[T:], atol=1e-4)
+
+
+def test_a_few_steps_reduce_the_loss(tiny_base, tmp_path):
+    model, arch = fresh(tiny_base)
+    data = Examples(train=synthetic_examples(8), dev=synthetic_examples(2, seed=1))
+    cfg = TrainConfig(n_masks=K, rank=4, alpha=8, lr=5e-3, warmup=2, steps=12, batch_tokens=80,
+                      save_every=0, eval_every=0)
+    tr = Trainer(model, data, cfg, tmp_path / "ck", base_name="tiny", architecture=arch)
+    lay = build_layout([(e["prompt_ids"] + e["answer_ids"], 5) for e in data.train], K)
+    with torch.no_grad():
+        before = {k: float(v) for k, v in losses(model, lay).items()}
+    tau0 = evaluate(model, data.train, K)["tau"]
+    tr.run()
+    with torch.no_grad():
+        after = {k: float(v) for k, v in losses(model, lay).items()}
+    assert after["mask"] < 0.9 * before["mask"] and after["sampler"] < 0.9 * before["sampler"], (before, after)
+    assert evaluate(model, data.train, K)["tau"] >= tau0
+
+
+def test_untrained_sampler_is_the_plain_mask_head(tiny_base):
+    model, _ = fresh(tiny_base)
+    z = torch.randn(5, model.embed_weight.shape[1])
+    assert torch.equal(model.sample_head(torch.tensor([5, 6, 7, 8, 9]), z), z)
+
+
+def test_checkpoint_converts_and_runs_in_llama_cpp(tiny_base, tmp_path):
+    from mtpchat import binding as B
+    from mtpchat import format as F
+    from mtpchat.convert.writer import write_mtp_gguf
+    from mtpchat.engine import Engine
+    from mtpchat.sampler_head import SamplerHead
+    from mtpchat.sampling import GREEDY
+
+    model, arch = fresh(tiny_base)
+    data = Examples(train=synthetic_examples(6), dev=synthetic_examples(1, seed=1))
+    cfg = TrainConfig(n_masks=K, rank=4, alpha=8, lr=5e-3, warmup=1, steps=3, batch_tokens=60, save_every=0,
+                      eval_every=0)
+    Trainer(model, data, cfg, tmp_path / "ck", base_name=tiny_base.name, architecture=arch).run()
+    with torch.no_grad():   # trained LoRA B is tiny after 3 steps: make the check sensitive
+        for lin in model.lora.values():
+            lin.lora_B.normal_(std=0.3)
+        model.sampler.norm2.weight.fill_(0.5)
+    Trainer(model, data, TrainConfig(n_masks=K, rank=4, alpha=8, steps=3), tmp_path / "ck2",
+            base_name=tiny_base.name, architecture=arch, resume=False).save()
+    folder = tmp_path / "ck2"
+    cfg_json = json.loads((folder / "mtp_config.json").read_text())
+    assert cfg_json["format"] == "mtpchat-checkpoint" and cfg_json["n_masks"] == K and cfg_json["architecture"] == "llama"
+    names = set(ckpt.load_tensors(folder)[1])
+    assert "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight" in names
+    assert "base_model.model.model.layers.1.mlp.down_proj.lora_B.weight" in names
+
+    # load into a fresh model: identical parameters
+    other, _ = fresh(tiny_base, seed=5)
+    ckpt.load_into(other, folder)
+    for (n1, p1), (n2, p2) in zip(model.named_parameters(), other.named_parameters()):
+        assert torch.equal(p1, p2), n1
+
+    c = model.base.config
+    parts = ckpt.to_mtp_parts(folder, n_head=c.num_attention_heads, n_head_kv=c.num_key_value_heads)
+    gguf = write_mtp_gguf(tiny_base, tmp_path / "tiny-mtp.gguf", parts)
+    info = F.read_mtp_info(F.open_gguf(gguf))
+    assert info.n_masks == K and info.lora_rank == 4
+
+    # llama.cpp's mask logits after a prefix equal torch's
+    prefix = [3, 280, 281, 282, 283, 284]
+    lay = build_layout([(prefix + [285, 286, 287, 288], len(prefix))], K)
+    rows = [m for m in range(lay.mask_j.numel()) if int(lay.anchor[m]) == len(prefix) - 1]
+    with torch.no_grad():
+        h_ord, cache = model.ordinary_pass(lay)
+        z = model.mask_pass(lay, cache)[rows]
+        want = model.unembed(z).numpy()
+        want_ord = model.unembed(h_ord[: len(prefix)]).numpy()
+        # the same masks without the adapter: how much the adapter moves them
+        T = lay.ids.numel()
+        unadapted = model.unembed(model.joint_pass(lay, adapter=False)[[T + r for r in rows]]).numpy()
+    assert np.abs(want - unadapted).max() > 0.5
+    lm = B.Model(gguf)
+    adapter = B.Adapter(lm)
+    ctx = B.Context(lm, n_ctx=64, n_batch=32)
+    ctx.set_adapter(adapter)
+    toks = prefix + info.mask_ids
+    n = ctx.decode(toks, list(range(len(toks))), outputs=[1] * len(toks))
+    got = ctx.logits(n)[:, : model.vocab_size].copy()
+    # llama.cpp keeps its KV cache in F16: differences of ~1e-3 even for the plain base
+    assert np.abs(got[: len(prefix)] - want_ord).max() < 1e-2
+    assert np.abs(got[len(prefix):] - want).max() < 1e-2, np.abs(got[len(prefix):] - want).max()
+    ctx.close()
+
+    # the engine's sampler head agrees with torch's
+    head = SamplerHead(F.open_gguf(gguf), info)
+    zz = z[0].numpy()
+    with torch.no_grad():
+        delta = (model.sample_head(torch.tensor([290]), z[:1]) - z[:1])[0].numpy()
+    assert np.abs(head.delta(290, zz) - delta).max() < 1e-3
+    lm.close()
+
+    # and the MTP engine decodes with it
+    eng = Engine(gguf, n_ctx=128, tree=f"linear:{K}")
+    out = [t.id for t in eng.generate(prefix, GREEDY, max_tokens=6)]
+    eng.close()
+    plain = Engine(tiny_base, mtp=False, n_ctx=128)
+    assert out == [t.id for t in plain.generate(prefix, GREEDY, max_tokens=6)]
+    plain.close()
+
+
+def test_resume_continues_from_the_saved_step(tiny_base, tmp_path):
+    data = Examples(train=synthetic_examples(8), dev=synthetic_examples(1, seed=1))
+    cfg = dict(n_masks=K, rank=4, alpha=8, lr=5e-3, warmup=2, steps=4, batch_tokens=40, eval_every=0)
+
+    straight, arch = fresh(tiny_base)
+    Trainer(straight, data, TrainConfig(save_every=0, **cfg), tmp_path / "a", base_name="t", architecture=arch).run()
+
+    first, _ = fresh(tiny_base)
+    t1 = Trainer(first, data, TrainConfig(save_every=2, **cfg), tmp_path / "b", base_name="t", architecture=arch)
+    t1.total = 2          # an interruption after two steps
+    t1.run()
+    second, _ = fresh(tiny_base)
+    t2 = Trainer(second, data, TrainConfig(save_every=2, **cfg), tmp_path / "b", base_name="t", architecture=arch)
+    assert t2.step == 2
+    t2.run()
+    assert t2.step == 4
+    for (n, p1), (_, p2) in zip(straight.named_parameters(), second.named_parameters()):
+        assert torch.allclose(p1, p2, atol=1e-6), n
+    assert json.loads((tmp_path / "b" / "mtp_config.json").read_text())["training"]["steps"] == 4
+
+    # a checkpoint of other shapes is refused with a clear error
+    from mtpchat.train.base import TrainError
+    third, _ = fresh(tiny_base, rank=2)
+    with pytest.raises(TrainError, match="trained with"):
+        Trainer(third, data, TrainConfig(**{**cfg, "rank": 2, "alpha": 4}), tmp_path / "b", base_name="t",
+                architecture=arch)

@@ -1,0 +1,248 @@
+"""The training loop: losses, teacher-forced tokens-per-step evaluation, checkpoints and resume."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import checkpoint as ckpt
+from .base import TrainError
+from .layout import build_layout
+from .model import MtpModel
+
+
+@dataclass
+class TrainConfig:
+    n_masks: int = 4
+    rank: int = 16
+    alpha: float = 32.0
+    lr: float = 5e-4
+    weight_decay: float = 0.0
+    warmup: int = 20
+    steps: int | None = None          # default: `epochs` passes over the training data
+    epochs: float = 1.0
+    batch_tokens: int = 1024           # ordinary tokens packed into one step
+    max_len: int = 1024                # longer sequences are cut
+    anchors_per_seq: int | None = None # None: masks after every answer token
+    max_minutes: float | None = None
+    save_every: int = 100
+    eval_every: int = 100
+    eval_seqs: int = 16
+    seed: int = 0
+    w_mask: float = 1.0                # loss weights (the paper's are all 1)
+    w_sampler: float = 1.0
+    w_latent: float = 1.0
+
+
+@dataclass
+class Examples:
+    train: list = field(default_factory=list)
+    dev: list = field(default_factory=list)
+
+
+def seq_of(e: dict, max_len: int) -> tuple[list[int], int]:
+    ids = (list(e["prompt_ids"]) + list(e["answer_ids"]))[:max_len]
+    return ids, len(e["prompt_ids"])
+
+
+def make_packs(examples: list[dict], cfg: TrainConfig, epoch: int) -> list[list[int]]:
+    """Example indices per step for one epoch: a seeded shuffle, packed up to batch_tokens."""
+    order = np.random.default_rng([cfg.seed, epoch]).permutation(len(examples))
+    packs, cur, n = [], [], 0
+    for i in order:
+        L = min(len(examples[i]["prompt_ids"]) + len(examples[i]["answer_ids"]), cfg.max_len)
+        if cur and n + L > cfg.batch_tokens:
+            packs.append(cur)
+            cur, n = [], 0
+        cur.append(int(i))
+        n += L
+    if cur:
+        packs.append(cur)
+    return packs
+
+
+def losses(model: MtpModel, lay) -> dict[str, torch.Tensor]:
+    """Base-unembedding CE on the masks, sampler CE, and latent consistency MSE."""
+    dev = model.device
+    h_ord, cache = model.ordinary_pass(lay)
+    z = model.mask_pass(lay, cache)
+    labels = lay.labels.to(dev)
+    ce_mask = F.cross_entropy(model.unembed(z), labels)
+    out = model.sample_head(lay.prev.to(dev), z)
+    ce_sampler = F.cross_entropy(model.unembed(out), labels)
+    # the ordinary token that predicts the same label is the target latent (no gradient into it)
+    target = h_ord[lay.source.to(dev)].float().detach()
+    latent = F.mse_loss(z.float(), target)
+    return {"mask": ce_mask, "sampler": ce_sampler, "latent": latent}
+
+
+@torch.no_grad()
+def evaluate(model: MtpModel, examples: list[dict], k: int, max_len: int = 1024) -> dict:
+    """Teacher-forced tokens per step on held-out sequences: walk each answer as greedy MTP
+    decoding would (k drafts from the mask block after the last accepted token; a step gives the
+    accepted drafts plus one token), with drafts from the sampler head (prev = the true token,
+    which is what the draft chain holds while drafts are right) and from the plain mask logits."""
+    tokens = {"sampler": 0, "plain": 0}
+    steps = 0
+    hits = np.zeros(k)
+    offered = np.zeros(k)
+    for e in examples:
+        ids, P = seq_of(e, max_len)
+        lay = build_layout([(ids, P)], k)
+        if lay.mask_j.numel() == 0:
+            continue
+        h_ord, cache = model.ordinary_pass(lay)
+        z = model.mask_pass(lay, cache)
+        labels = lay.labels.to(model.device)
+        ok_plain = (model.unembed(z).argmax(-1) == labels).cpu().numpy()
+        ok_samp = (model.unembed(model.sample_head(lay.prev.to(model.device), z)).argmax(-1) == labels).cpu().numpy()
+        mj = lay.mask_j.numpy()
+        np.add.at(offered, mj, 1)
+        np.add.at(hits, mj, ok_samp)
+        blocks: dict[int, list[int]] = {}
+        for row, a in enumerate(lay.anchor.tolist()):
+            blocks.setdefault(a, []).append(row)
+        for name, ok in (("sampler", ok_samp), ("plain", ok_plain)):
+            p, n_steps, n_tok = P - 1, 0, 0
+            while p in blocks:
+                acc = 0
+                for row in blocks[p]:
+                    if not ok[row]:
+                        break
+                    acc += 1
+                n_steps += 1
+                n_tok += 1 + acc
+                p += 1 + acc
+            tokens[name] += n_tok
+            if name == "sampler":
+                steps += n_steps
+    return {"tau": tokens["sampler"] / max(steps, 1),
+            "tau_plain": tokens["plain"] / max(steps, 1),
+            "acc": [float(h / o) if o else 0.0 for h, o in zip(hits, offered)]}
+
+
+def lr_at(step: int, cfg: TrainConfig, total: int) -> float:
+    """Linear warm-up, then cosine decay to a tenth."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    t = (step - cfg.warmup) / max(1, total - cfg.warmup)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
+
+
+class Trainer:
+    """Owns the model, the optimizer and the step counter; `run()` trains until done or out of time."""
+
+    def __init__(self, model: MtpModel, data: Examples, cfg: TrainConfig, out: str | Path, *,
+                 base_name: str, architecture: str, console=None, resume: bool = True):
+        self.model, self.data, self.cfg, self.out = model, data, cfg, Path(out)
+        self.base_name, self.arch, self.console = base_name, architecture, console
+        self.opt = torch.optim.AdamW(model.trainable(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        per_epoch = len(make_packs(data.train, cfg, 0))
+        self.total = cfg.steps if cfg.steps is not None else max(1, math.ceil(per_epoch * cfg.epochs))
+        self.step = 0
+        self.elapsed = 0.0
+        self.history: list[dict] = []
+        self._packs: dict[int, list[list[int]]] = {}
+        if resume and (self.out / ckpt.CONFIG).exists():
+            self._resume()
+
+    # -- state ------------------------------------------------------------------------------
+
+    def _resume(self) -> None:
+        cfg = ckpt.read_config(self.out)
+        mine = {"n_masks": self.cfg.n_masks, "rank": self.cfg.rank, "alpha": float(self.cfg.alpha)}
+        theirs = {"n_masks": cfg["n_masks"], "rank": cfg["lora"]["rank"], "alpha": float(cfg["lora"]["alpha"])}
+        if mine != theirs:
+            raise TrainError(f"{self.out} was trained with {theirs}, not {mine}: choose another --out")
+        state = ckpt.load_resume(self.out)
+        if state is None:
+            raise TrainError(f"{self.out} holds a checkpoint without resume state: choose another --out")
+        ckpt.load_into(self.model, self.out)
+        self.opt.load_state_dict(state["optimizer"])
+        t = state["trainer"]
+        self.step, self.elapsed, self.history = int(t["step"]), float(t["elapsed_s"]), list(t.get("history", []))
+
+    def config(self) -> dict:
+        m = self.model
+        return ckpt.make_config(
+            base_model=self.base_name, architecture=self.arch, hidden_size=int(m.embed_weight.shape[1]),
+            vocab_size=m.vocab_size, n_masks=m.n_masks, rank=m.rank, alpha=m.alpha, targets=m.targets,
+            training={"steps": self.step, "seed": self.cfg.seed, "train_sequences": len(self.data.train),
+                      "dev_sequences": len(self.data.dev), "elapsed_s": round(self.elapsed, 1),
+                      "last_eval": self.history[-1] if self.history else None})
+
+    def save(self) -> Path:
+        resume = {"optimizer": self.opt.state_dict(),
+                  "trainer": {"step": self.step, "elapsed_s": self.elapsed, "history": self.history,
+                              "config": asdict(self.cfg)}}
+        return ckpt.save_checkpoint(self.out, self.model, self.config(), resume=resume)
+
+    # -- steps ------------------------------------------------------------------------------
+
+    def pack(self, step: int) -> list[list[int]]:
+        per_epoch = len(make_packs(self.data.train, self.cfg, 0)) if 0 not in self._packs else len(self._packs[0])
+        epoch, idx = divmod(step, per_epoch)
+        if epoch not in self._packs:
+            self._packs = {epoch: make_packs(self.data.train, self.cfg, epoch)}
+        return self._packs[epoch][idx]
+
+    def train_step(self) -> dict:
+        cfg = self.cfg
+        seqs = [seq_of(self.data.train[i], cfg.max_len) for i in self.pack(self.step)]
+        lay = build_layout(seqs, cfg.n_masks, anchors_per_seq=cfg.anchors_per_seq,
+                           rng=np.random.default_rng([cfg.seed, 1, self.step]))
+        for g in self.opt.param_groups:
+            g["lr"] = lr_at(self.step, cfg, self.total)
+        if lay.mask_j.numel() == 0:
+            self.step += 1
+            return {"loss": float("nan"), "tokens": lay.n_tokens}
+        parts = losses(self.model, lay)
+        loss = cfg.w_mask * parts["mask"] + cfg.w_sampler * parts["sampler"] + cfg.w_latent * parts["latent"]
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.trainable(), 1.0)
+        self.opt.step()
+        self.step += 1
+        return {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in parts.items()}, "tokens": lay.n_tokens}
+
+    def eval(self) -> dict:
+        r = evaluate(self.model, self.data.dev[: self.cfg.eval_seqs], self.cfg.n_masks, self.cfg.max_len)
+        r = {"step": self.step, "tau": round(r["tau"], 4), "tau_plain": round(r["tau_plain"], 4),
+             "acc": [round(a, 4) for a in r["acc"]]}
+        self.history.append(r)
+        return r
+
+    def run(self, on_step=None, on_eval=None) -> dict:
+        """Train until `total` steps or `max_minutes`; checkpoints every save_every steps and at the end."""
+        cfg = self.cfg
+        limit = cfg.max_minutes * 60 if cfg.max_minutes else None
+        started = time.perf_counter()
+        at_start = self.elapsed
+        if self.step == 0 and self.data.dev and cfg.eval_every:
+            r = self.eval()
+            on_eval and on_eval(r)
+        while self.step < self.total:
+            if limit is not None and time.perf_counter() - started >= limit:
+                break
+            t0 = time.perf_counter()
+            info = self.train_step()
+            info["seconds"] = time.perf_counter() - t0
+            self.elapsed = at_start + time.perf_counter() - started
+            on_step and on_step(self.step, info)
+            if self.data.dev and cfg.eval_every and self.step % cfg.eval_every == 0:
+                r = self.eval()
+                on_eval and on_eval(r)
+            if cfg.save_every and self.step % cfg.save_every == 0:
+                self.save()
+        self.elapsed = at_start + time.perf_counter() - started
+        if self.data.dev and cfg.eval_every and (not self.history or self.history[-1]["step"] != self.step):
+            r = self.eval()
+            on_eval and on_eval(r)
+        self.save()
+        return {"step": self.step, "total": self.total, "elapsed_s": self.elapsed,
+                "last_eval": self.history[-1] if self.history else None}

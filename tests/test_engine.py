@@ -1,0 +1,196 @@
+"""The decoding engine on the real patched llama.cpp: exactness, the cache, statistics, sampling."""
+import math
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from mtpchat import binding as B
+from mtpchat import policy as P
+from mtpchat.engine import Engine, Stats
+from mtpchat.sampling import GREEDY, SamplingParams
+
+# a machine where extra tokens in a pass are nearly free: the auto policy builds deep trees
+FLAT = {1: 1.0, 2: 1.0, 4: 1.01, 8: 1.02, 16: 1.04, 32: 1.1}
+TREES = ["linear:1", "linear:3", "quadratic:1", "quadratic:3", "lookup:4", "auto"]
+
+
+def tiny_prompts(n_vocab):
+    rng = np.random.default_rng(7)
+    return [[int(t) for t in rng.integers(5, n_vocab - 8, size=n)] for n in (3, 9, 20)]
+
+
+def smol_prompts(model):
+    texts = ["Write a Python function that reverses a string.",
+             "List three colours of the rainbow, one per line.",
+             "What is 12 + 30? Reply with the number and a short explanation."]
+    return [model.tokenize(f"<|im_start|>user\n{t}<|im_end|>\n<|im_start|>assistant\n", parse_special=True) for t in texts]
+
+
+@pytest.fixture(scope="module", params=["tiny", "smol"])
+def engines(request):
+    path = request.getfixturevalue("tiny_mtp" if request.param == "tiny" else "smol_mtp")
+    plain = Engine(path, mtp=False, n_ctx=1024)
+    yield path, plain, request.param
+    plain.close()
+
+
+def generate(engine, prompt, n, params=GREEDY, stats=None):
+    return [t.id for t in engine.generate(prompt, params, max_tokens=n, stats=stats)]
+
+
+@pytest.mark.parametrize("tree", TREES)
+def test_greedy_mtp_equals_plain(engines, tree):
+    path, plain, kind = engines
+    if kind == "smol" and tree in ("linear:1", "quadratic:1"):
+        pytest.skip("covered on the tiny model; SmolLM2 trees cost ~50 ms a step on 2 cores")
+    mtp = Engine(path, tree=tree, n_ctx=1024, calibration=FLAT)
+    prompts = tiny_prompts(plain.model.n_vocab) if kind == "tiny" else smol_prompts(plain.model)
+    lengths = (40, 17, 64) if kind == "tiny" else (24, 9, 32)
+    drafted = 0
+    for prompt, n in zip(prompts, lengths):
+        want = generate(plain, prompt, n)
+        st = Stats()
+        assert generate(mtp, prompt, n, stats=st) == want
+        drafted += sum(st.offered)
+    assert drafted > 0, "no draft was ever verified: the comparison proved nothing"
+    mtp.close()
+
+
+@pytest.mark.parametrize("tree", ["quadratic:2", "auto"])
+def test_multi_turn_reuses_cache_and_stays_exact(engines, tree):
+    path, plain, kind = engines
+    mtp = Engine(path, tree=tree, n_ctx=1024, calibration=FLAT)
+    first = tiny_prompts(plain.model.n_vocab)[1] if kind == "tiny" else smol_prompts(plain.model)[0]
+    a1 = generate(plain, first, 24)
+    assert generate(mtp, first, 24) == a1
+    second = first + a1 + (first[:4] if kind == "tiny" else plain.model.tokenize(
+        "<|im_end|>\n<|im_start|>user\nNow do it in C.<|im_end|>\n<|im_start|>assistant\n", parse_special=True))
+    st = Stats()
+    a2 = generate(mtp, second, 24, stats=st)
+    plain.reset()
+    assert a2 == generate(plain, second, 24)
+    assert st.prompt_cached >= len(first) + len(a1) - 1
+    mtp.close()
+
+
+def test_cache_holds_exactly_the_accepted_tokens(tiny_mtp):
+    """After every step: seq 0 ends at the last accepted token, no block sequence is left, and the
+    cached keys/values equal those of a plain evaluation of the same tokens."""
+    eng = Engine(tiny_mtp, tree="quadratic:3", n_ctx=512, calibration=FLAT)
+    ref = B.Context(eng.model, n_ctx=512, n_batch=512)
+    prompt = tiny_prompts(eng.model.n_vocab)[2]
+    eng._prefill(prompt[:-1])
+    t0, drafts = prompt[-1], []
+    rng = np.random.default_rng(0)
+    for step in range(12):
+        tree = P.quadratic(3) if drafts else P.Tree(0, (0,), 3)
+        new, n_acc, drafts = eng._step(t0, drafts, tree, GREEDY, rng)
+        t0 = new[-1]
+        assert eng.ctx.seq_pos_max(0) == len(eng.tokens) - 1
+        for s in range(1, eng.ctx.n_seq_max):
+            assert eng.ctx.seq_pos_max(s) == -1
+        # contents: the next token's logits on top of this cache equal a fresh plain evaluation
+        eng.ctx.set_embeddings(False)
+        n = eng.ctx.decode([t0], [len(eng.tokens)], outputs=[1])
+        got = eng.ctx.logits(n)[0].copy()
+        eng.ctx.seq_rm(0, len(eng.tokens), -1)
+        ref.clear()
+        n = ref.decode(eng.tokens + [t0], list(range(len(eng.tokens) + 1)))
+        assert np.abs(ref.logits(n)[0] - got).max() < 1e-4, f"step {step}"
+    eng.close()
+    ref.close()
+
+
+def test_statistics_add_up(smol_mtp):
+    eng = Engine(smol_mtp, tree="quadratic:2", n_ctx=1024)
+    steps = []
+    real_step = eng._step
+
+    def spy(*a, **kw):
+        out = real_step(*a, **kw)
+        steps.append(out)
+        return out
+
+    eng._step = spy
+    st = Stats()
+    ids = generate(eng, smol_prompts(eng.model)[1], 1000, stats=st)
+    assert st.steps == len(steps)
+    # every step yields its accepted drafts plus one bonus token; the run ends at an EOG token
+    assert st.tokens == sum(a + 1 for _, a, _ in steps) == len(ids) + 1
+    assert sum(st.by_source.values()) == sum(a for _, a, _ in steps) == int(st.accepted[0]) + int(st.accepted[1])
+    assert st.tau == pytest.approx(st.tokens / st.steps)
+    eng.close()
+
+
+def test_sampler_head_shortlist_matches_full_vocabulary(tiny_mtp):
+    """With a shortlist as large as the vocabulary the head equals the full projection."""
+    eng = Engine(tiny_mtp, tree="quadratic:3", n_ctx=256)
+    head = eng.head
+    g = head.g
+    rng = np.random.default_rng(3)
+    V = eng.model.n_vocab
+    z = rng.standard_normal((3, eng.model.n_embd)).astype(np.float32)
+    W = g.rows(head.unembd, np.arange(V))
+    mask_logits = z @ W.T
+    head.shortlist = V - len(eng.banned) - 1
+    prev, want = 42, []
+    for j in range(3):
+        out = z[j] + head.delta(prev, z[j])
+        scores = W @ out
+        scores[eng.banned] = -np.inf
+        prev = int(np.argmax(scores))
+        want.append(prev)
+    assert head.draft(42, z, mask_logits, 3, eng.banned) == want
+    eng.close()
+
+
+def _chi2_crit(df: int, z: float = 3.09) -> float:
+    """Wilson-Hilferty approximation of the chi-square quantile (z = 3.09: significance 0.001)."""
+    return df * (1 - 2 / (9 * df) + z * math.sqrt(2 / (9 * df))) ** 3
+
+
+def test_speculative_sampling_keeps_the_distribution(tiny_mtp):
+    """Joint distribution of tokens 2-4 over seeded runs: MTP sampling vs plain sampling,
+    chi-square homogeneity test at a fixed significance (deterministic seeds: no flakiness)."""
+    params = dict(temperature=1.0, top_k=3, top_p=1.0, min_p=0.0)
+    plain = Engine(tiny_mtp, mtp=False, n_ctx=256)
+    mtp = Engine(tiny_mtp, tree="quadratic:2", n_ctx=256)
+    prompt = tiny_prompts(plain.model.n_vocab)[0]
+    counts = {"plain": Counter(), "mtp": Counter()}
+    accepted = 0
+    runs = 600
+    for seed in range(runs):
+        sp = SamplingParams(seed=seed, **params)
+        counts["plain"][tuple(generate(plain, prompt, 4, sp)[1:4])] += 1
+        st = Stats()
+        counts["mtp"][tuple(generate(mtp, prompt, 4, SamplingParams(seed=10_000 + seed, **params), stats=st)[1:4])] += 1
+        accepted += sum(st.by_source.values())
+    assert accepted > runs // 4, "drafts were rarely accepted: the test would not exercise speculation"
+    # pool rare outcomes so every cell has a usable expected count
+    keys = sorted(set(counts["plain"]) | set(counts["mtp"]), key=lambda k: -(counts["plain"][k] + counts["mtp"][k]))
+    cells, rest = [], [0, 0]
+    for k in keys:
+        a, b = counts["plain"][k], counts["mtp"][k]
+        if a + b >= 10:
+            cells.append((a, b))
+        else:
+            rest[0] += a
+            rest[1] += b
+    if sum(rest):
+        cells.append(tuple(rest))
+    table = np.array(cells, dtype=np.float64)
+    expected = table.sum(1, keepdims=True) * table.sum(0, keepdims=True) / table.sum()
+    chi2 = float(((table - expected) ** 2 / expected).sum())
+    df = len(cells) - 1
+    assert df >= 5
+    assert chi2 < _chi2_crit(df), f"chi2 {chi2:.1f} with {df} degrees of freedom"
+    plain.close()
+    mtp.close()
+
+
+def test_prompt_longer_than_context_is_a_clean_error(tiny_mtp):
+    eng = Engine(tiny_mtp, n_ctx=64)
+    with pytest.raises(B.LlamaError, match="does not fit"):
+        list(eng.generate(list(range(10, 90)), GREEDY, max_tokens=4))
+    eng.close()

@@ -203,7 +203,7 @@ class Context:
         if not self.ptr:
             raise LlamaError(f"llama.cpp could not create a context: {_last_error('unknown error')}")
         self.n_ctx = C.llama_n_ctx(self.ptr)
-        self.n_batch = n_batch
+        self.n_batch = C.llama_n_batch(self.ptr)  # llama.cpp caps it at the requested context
         self.n_seq_max = n_seq_max
         self.mem = C.llama_get_memory(self.ptr)
         self._embeddings = embeddings

@@ -225,15 +225,16 @@ class Engine:
             break
         bonus = tok
 
+        # the cache keeps exactly the accepted tokens (the outputs stay readable until the next pass)
+        for s in seq_of.values():
+            ctx.seq_rm(s)
+        ctx.seq_rm(0, p0 + a + 1, -1)
+        self.tokens.extend(chain[:a + 1])
         next_drafts: list[int] = []
         if a in seq_of:
             row = len(chain) + blocks.index(a) * m
             z = ctx.hidden(n_out)[row:row + m]
             next_drafts = self.head.draft(bonus, z, logits[row:row + m], m, self.banned)
-        for s in seq_of.values():
-            ctx.seq_rm(s)
-        ctx.seq_rm(0, p0 + a + 1, -1)
-        self.tokens.extend(chain[:a + 1])
         return chain[1:a + 1] + [bonus], a, next_drafts
 
     # -- tree choice ------------------------------------------------------------------------

@@ -149,21 +149,21 @@ def test_typer_runner_in_process(smol_path):
 
 def test_interactive_session(smol_mtp, tmp_path):
     pexpect = pytest.importorskip("pexpect", reason="pexpect (test extra) drives the pseudo-terminal")
-    env = dict(os.environ, XDG_DATA_HOME=str(tmp_path), TERM="xterm", COLUMNS="100", LINES="40")
+    env = dict(os.environ, XDG_DATA_HOME=str(tmp_path), TERM="xterm", PROMPT_TOOLKIT_NO_CPR="1")
     child = pexpect.spawn(sys.executable, ["-m", "mtpchat", "run", str(smol_mtp), "--temp", "0", "-n", "16"],
                           env=env, encoding="utf-8", timeout=120, dimensions=(40, 100))
     try:
         child.expect("/help for commands")
-        child.expect(">>> ")
+        child.expect(">>>")
         child.sendline("What is the capital of France?")
         child.expect("tokens/step")
-        child.expect(">>> ")
+        child.expect(">>>")
         child.sendline("/stats")
         child.expect("session:")
-        child.expect(">>> ")
+        child.expect(">>>")
         child.sendline(f"/save {tmp_path / 'conv.json'}")
         child.expect("saved")
-        child.expect(">>> ")
+        child.expect(">>>")
         child.sendline("/exit")
         child.expect(pexpect.EOF)
     finally:

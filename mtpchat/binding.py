@@ -34,6 +34,10 @@ _token_p = ctypes.POINTER(C.llama_token)
 _set_gate = _bind("llama_adapter_lora_set_gate_tokens", [C.llama_adapter_lora_p_ctypes, _token_p, ctypes.c_int32], ctypes.c_int32)
 _n_gate = _bind("llama_adapter_lora_get_n_gate_tokens", [C.llama_adapter_lora_p_ctypes], ctypes.c_int32)
 _get_gate = _bind("llama_adapter_lora_get_gate_tokens", [C.llama_adapter_lora_p_ctypes], _token_p)
+_i32_p = ctypes.POINTER(ctypes.c_int32)
+_verify = _bind("llama_mtp_verify_greedy",
+                [C.llama_context_p_ctypes, _i32_p, _token_p, ctypes.c_int32, _token_p, ctypes.c_int32,
+                 ctypes.c_int32, _i32_p, ctypes.c_int32, _token_p], ctypes.c_int32)
 
 # llama.cpp logs to stderr by default: keep its recent lines to explain failures; show its
 # warnings and errors with -v, and everything with MTPCHAT_LLAMA_LOG=1
@@ -274,6 +278,24 @@ class Context:
     def hidden(self, n_out: int) -> np.ndarray:
         """Final-norm hidden states of the last decode's outputs (embeddings must be on)."""
         return np.ctypeslib.as_array(C.llama_get_embeddings(self.ptr), shape=(n_out, self.model.n_embd))
+
+    def set_banned(self, ids) -> None:
+        self._banned = np.ascontiguousarray(ids, dtype=np.int32)
+
+    def verify_greedy(self, rows, drafts, pos0: int, drop_seqs) -> tuple[int, int]:
+        """Native greedy verification of the last decode (see llama_mtp_verify_greedy): returns
+        (accepted drafts, bonus token) and leaves the cache holding exactly the accepted tokens."""
+        rows = np.ascontiguousarray(rows, dtype=np.int32)
+        drafts = np.ascontiguousarray(drafts, dtype=np.int32)
+        drop = np.ascontiguousarray(drop_seqs, dtype=np.int32)
+        banned = getattr(self, "_banned", np.zeros(0, np.int32))
+        bonus = C.llama_token(-1)
+        a = _verify(self.ptr, rows.ctypes.data_as(_i32_p), drafts.ctypes.data_as(_token_p), len(drafts),
+                    banned.ctypes.data_as(_token_p), len(banned), pos0, drop.ctypes.data_as(_i32_p), len(drop),
+                    ctypes.byref(bonus))
+        if a < 0:
+            raise LlamaError("llama_mtp_verify_greedy rejected its arguments")
+        return a, bonus.value
 
     def seq_rm(self, seq: int, p0: int = -1, p1: int = -1) -> bool:
         return bool(C.llama_memory_seq_rm(self.mem, seq, p0, p1))

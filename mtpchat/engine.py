@@ -100,7 +100,8 @@ def parse_tree(spec: str) -> tuple[str, int]:
 
 class Engine:
     def __init__(self, path, *, n_ctx: int = 4096, n_threads: int | None = None, n_gpu_layers: int = 0,
-                 mtp: bool = True, tree: str = "auto", n_batch: int = 512, calibration: dict | None = None):
+                 mtp: bool = True, tree: str = "auto", n_batch: int = 512, calibration: dict | None = None,
+                 native: bool = True):
         self.kind, self.k_fixed = parse_tree(tree)
         reader = F.open_gguf(path)
         self.info = F.read_mtp_info(reader)
@@ -119,6 +120,8 @@ class Engine:
         n_seq = self.k + 2 if self.mtp else 1
         self.ctx = B.Context(self.model, n_ctx=n_ctx, n_batch=n_batch, n_threads=n_threads, n_seq_max=n_seq)
         self.ctx.set_adapter(self.adapter)
+        self.ctx.set_banned(self.banned)
+        self.native = native  # greedy verification in C; the Python version stays the reference
         self.device = f"gpu-layers={n_gpu_layers}" if n_gpu_layers else "cpu"
         self.tokens: list[int] = []          # exactly what the KV cache holds (seq 0)
         depth = max(self.k, 8)
@@ -202,8 +205,26 @@ class Engine:
             ctx.set_embeddings(False)
             n_out = ctx.decode(chain, list(range(p0, p0 + len(chain))), outputs=[1] * len(chain))
         logits = ctx.logits(n_out)
+        if self.native and params.greedy and params.repeat_penalty == 1.0:
+            # one C call: argmax per chain node, accepted prefix, bonus, cache clean-up
+            a, bonus = ctx.verify_greedy(range(len(chain)), chain[1:], p0, list(seq_of.values()))
+        else:
+            a, bonus = self._verify(logits, chain, n, p0, params, rng)
+            # the cache keeps exactly the accepted tokens (outputs stay readable until the next pass)
+            for s in seq_of.values():
+                ctx.seq_rm(s)
+            ctx.seq_rm(0, p0 + a + 1, -1)
+        self.tokens.extend(chain[:a + 1])
+        next_drafts: list[int] = []
+        if a in seq_of:
+            row = len(chain) + blocks.index(a) * m
+            z = ctx.hidden(n_out)[row:row + m]
+            next_drafts = self.head.draft(bonus, z, logits[row:row + m], m, self.banned)
+        return chain[1:a + 1] + [bonus], a, next_drafts
 
-        # verification: drafts d1..dn against the target at chain nodes 0..n-1
+    def _verify(self, logits, chain, n, p0, params, rng) -> tuple[int, int]:
+        """Reference verification in Python: drafts d1..dn against the target at chain nodes 0..n-1.
+        Greedy: the longest prefix plain decoding reproduces; sampling: speculative sampling."""
         history = self.tokens + chain
         a = 0
         while True:
@@ -223,19 +244,7 @@ class Engine:
                 else:
                     tok = sample(ids, p, rng)
             break
-        bonus = tok
-
-        # the cache keeps exactly the accepted tokens (the outputs stay readable until the next pass)
-        for s in seq_of.values():
-            ctx.seq_rm(s)
-        ctx.seq_rm(0, p0 + a + 1, -1)
-        self.tokens.extend(chain[:a + 1])
-        next_drafts: list[int] = []
-        if a in seq_of:
-            row = len(chain) + blocks.index(a) * m
-            z = ctx.hidden(n_out)[row:row + m]
-            next_drafts = self.head.draft(bonus, z, logits[row:row + m], m, self.banned)
-        return chain[1:a + 1] + [bonus], a, next_drafts
+        return a, tok
 
     # -- tree choice ------------------------------------------------------------------------
 

@@ -74,6 +74,29 @@ def test_multi_turn_reuses_cache_and_stays_exact(engines, tree):
     mtp.close()
 
 
+@pytest.mark.parametrize("tree", ["quadratic:3", "linear:2", "lookup:4"])
+def test_native_verification_equals_python_reference(engines, tree):
+    """llama_mtp_verify_greedy (C) and Engine._verify (Python) accept the same drafts, give the
+    same bonus tokens and leave the same cache, step by step."""
+    path, plain, kind = engines
+    runs = {}
+    for native in (True, False):
+        eng = Engine(path, tree=tree, n_ctx=1024, native=native)
+        steps = []
+        real_step = eng._step
+
+        def spy(*a, _real=real_step, _steps=steps, _eng=eng, **kw):
+            out = _real(*a, **kw)
+            _steps.append((out[0], out[1], out[2], len(_eng.tokens), _eng.ctx.seq_pos_max(0)))
+            return out
+
+        eng._step = spy
+        prompt = tiny_prompts(eng.model.n_vocab)[2] if kind == "tiny" else smol_prompts(eng.model)[0]
+        runs[native] = (generate(eng, prompt, 24), steps)
+        eng.close()
+    assert runs[True] == runs[False]
+
+
 def test_cache_holds_exactly_the_accepted_tokens(tiny_mtp):
     """After every step: seq 0 ends at the last accepted token, no block sequence is left, and the
     cached keys/values equal those of a plain evaluation of the same tokens."""

@@ -67,12 +67,17 @@ def _agg(rows: list[dict]) -> dict:
     plain_s = sum(r["plain_s"] for r in rows)
     mtp_s = sum(r["mtp_s"] for r in rows)
     steps = sum(r["steps"] for r in rows)
+    decode_s = sum(r["mtp_decode_s"] for r in rows)
+    draft_s = sum(r["mtp_draft_s"] for r in rows)
     plain_tok_s = tok / plain_s if plain_s else 0.0
     mtp_tok_s = mtp_tok / mtp_s if mtp_s else 0.0
     return {"prompts": len(rows), "identical": sum(r["identical"] for r in rows), "tokens": tok,
             "plain_tok_s": round(plain_tok_s, 2), "mtp_tok_s": round(mtp_tok_s, 2),
             "speedup": round(mtp_tok_s / plain_tok_s, 3) if plain_tok_s else None,
-            "tau": round(mtp_tok / steps, 3) if steps else None}
+            "tau": round(mtp_tok / steps, 3) if steps else None,
+            # share of MTP generation time spent outside llama_decode, and in the sampler head
+            "outside_decode": round(1 - decode_s / mtp_s, 4) if mtp_s else None,
+            "draft_share": round(draft_s / mtp_s, 4) if mtp_s else None}
 
 
 def run_bench(engine: Engine, items: list[dict], *, max_tokens: int, tree: str, progress: bool = True) -> dict:
@@ -109,7 +114,9 @@ def run_bench(engine: Engine, items: list[dict], *, max_tokens: int, tree: str, 
                    "tau": round(ms.tau, 3), "acceptance": [round(a, 3) for a in ms.acceptance()],
                    "accepted_by_source": dict(ms.by_source), "trees": dict(ms.trees),
                    "prompt_tokens": len(prompt), "plain_prompt_tok_s": round(ps.prompt_tok_s, 1),
-                   "mtp_prompt_tok_s": round(ms.prompt_tok_s, 1), "identical": same}
+                   "mtp_prompt_tok_s": round(ms.prompt_tok_s, 1), "identical": same,
+                   "outside_decode": ms.as_dict()["outside_decode"], "plain_outside_decode": ps.as_dict()["outside_decode"],
+                   "mtp_decode_s": ms.decode_s, "mtp_draft_s": ms.draft_s}
             if not same:
                 pos = next((i for i, (a, b) in enumerate(zip(plain_ids, mtp_ids)) if a != b),
                            min(len(plain_ids), len(mtp_ids)))
@@ -124,7 +131,8 @@ def run_bench(engine: Engine, items: list[dict], *, max_tokens: int, tree: str, 
               "tree": tree, "max_tokens": max_tokens, "aggregate": _agg(rows),
               "by_category": {c: _agg(rs) for c, rs in sorted(cats.items())}, "prompts": rows}
     for r in rows:
-        del r["plain_s"], r["mtp_s"]
+        for k in ("plain_s", "mtp_s", "mtp_decode_s", "mtp_draft_s"):
+            del r[k]
     return result
 
 

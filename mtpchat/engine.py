@@ -26,11 +26,12 @@ from . import binding as B
 from . import format as F
 from . import policy as P
 from .calibrate import load_or_measure
-from .lookup import lookup_drafts
+from .lookup import NgramIndex
 from .sampler_head import SamplerHead
 from .sampling import GREEDY, SamplingParams, accept_draft, argmax_token, distribution, sample
 
 SOURCES = ("mtp", "lookup")
+PROBE_MIN, PROBE_MAX = 32, 512   # steps between acceptance probes while decoding plainly
 
 
 @dataclass
@@ -53,6 +54,8 @@ class Stats:
     by_source: Counter = field(default_factory=Counter)   # accepted tokens per draft source
     trees: Counter = field(default_factory=Counter)       # steps per tree shape
     pass_1_s: float | None = None                         # calibrated cost of a 1-token pass
+    decode_s: float = 0.0                                 # of gen_s: inside llama_decode
+    draft_s: float = 0.0                                  # of gen_s: in the sampler head
 
     @property
     def tau(self) -> float:
@@ -85,6 +88,8 @@ class Stats:
             "acceptance": [round(a, 4) for a in self.acceptance()],
             "accepted_by_source": dict(self.by_source), "trees": dict(self.trees),
             "est_speedup": None if self.est_speedup is None else round(self.est_speedup, 3),
+            "outside_decode": round(1 - self.decode_s / self.gen_s, 4) if self.gen_s else None,
+            "draft_share": round(self.draft_s / self.gen_s, 4) if self.gen_s else None,
         }
 
 
@@ -122,6 +127,8 @@ class Engine:
         self.ctx.set_adapter(self.adapter)
         self.ctx.set_banned(self.banned)
         self.native = native  # greedy verification in C; the Python version stays the reference
+        self.ngrams = NgramIndex()
+        self.t_decode = self.t_draft = 0.0  # seconds inside llama_decode and the sampler head
         self.device = f"gpu-layers={n_gpu_layers}" if n_gpu_layers else "cpu"
         self.tokens: list[int] = []          # exactly what the KV cache holds (seq 0)
         depth = max(self.k, 8)
@@ -131,6 +138,8 @@ class Engine:
         self.plan_lookup: P.Choice | None = None
         self._since_plan = 0
         self._since_probe = 0
+        self._probe_every = PROBE_MIN
+        self._mtp_can_pay: bool | None = None
         self._shadow: dict[str, tuple[list[int], int]] = {}   # source -> (unverified drafts, hits)
 
     def close(self) -> None:
@@ -200,10 +209,13 @@ class Engine:
             for s in seq_of.values():
                 ctx.seq_cp(0, s)
             ctx.set_embeddings(True)
+            t = time.perf_counter()
             n_out = ctx.decode(toks, pos, seq_ids=seqs, outputs=[1] * len(toks))
         else:
             ctx.set_embeddings(False)
+            t = time.perf_counter()
             n_out = ctx.decode(chain, list(range(p0, p0 + len(chain))), outputs=[1] * len(chain))
+        self.t_decode += time.perf_counter() - t
         logits = ctx.logits(n_out)
         if self.native and params.greedy and params.repeat_penalty == 1.0:
             # one C call: argmax per chain node, accepted prefix, bonus, cache clean-up
@@ -219,7 +231,9 @@ class Engine:
         if a in seq_of:
             row = len(chain) + blocks.index(a) * m
             z = ctx.hidden(n_out)[row:row + m]
+            t = time.perf_counter()
             next_drafts = self.head.draft(bonus, z, logits[row:row + m], m, self.banned)
+            self.t_draft += time.perf_counter() - t
         return chain[1:a + 1] + [bonus], a, next_drafts
 
     def _verify(self, logits, chain, n, p0, params, rng) -> tuple[int, int]:
@@ -265,6 +279,11 @@ class Engine:
             self._since_plan = 0
             if self.mtp:
                 self.plan = P.choose(costs, self.acc["mtp"].alpha, k_max=self.k)
+                if self._mtp_can_pay is None:
+                    # with near-perfect drafts, could any tree beat plain decoding on this machine?
+                    self._mtp_can_pay = P.choose(costs, [0.95] * self.k, k_max=self.k).tree != P.PLAIN
+                if self.plan.tree != P.PLAIN:
+                    self._probe_every = PROBE_MIN
             self.plan_lookup = P.choose(costs, self.acc["lookup"].alpha, k_max=8, chain_only=True)
         self._since_plan += 1
         options = []
@@ -277,10 +296,12 @@ class Engine:
             _, tree, source = max(options, key=lambda o: o[0])
             return tree, source
         # decoding plainly: now and then a masks-only step makes drafts that the following plain
-        # tokens check for free, so acceptance keeps being measured
+        # tokens check for free, so acceptance keeps being measured. A probe costs a few plain
+        # steps, so probes thin out (up to every PROBE_MAX steps) while they find nothing.
         self._since_probe += 1
-        if self.mtp and self._since_probe >= 16 and "mtp" not in self._shadow:
+        if self.mtp and self._mtp_can_pay and self._since_probe >= self._probe_every and "mtp" not in self._shadow:
             self._since_probe = 0
+            self._probe_every = min(2 * self._probe_every, PROBE_MAX)
             return P.Tree(0, (0,), self.k), "probe"
         return P.PLAIN, None
 
@@ -331,9 +352,13 @@ class Engine:
         decoder = _Utf8(self.model)
         produced = 0
         t_gen = time.perf_counter()
+        dec0, draft0 = self.t_decode, self.t_draft
         try:
+            use_lookup = self.kind in ("auto", "lookup")
+            if use_lookup:
+                self.ngrams.sync(self.tokens + [t0])
             while True:
-                lookup = lookup_drafts(self.tokens + [t0], 8) if self.kind in ("auto", "lookup") else []
+                lookup = self.ngrams.drafts(8) if use_lookup else []
                 tree, source = self._choose(mtp_drafts, lookup)
                 drafts = mtp_drafts if source == "mtp" else lookup if source == "lookup" else []
                 if self.kind == "auto" and source != "lookup" and lookup and "lookup" not in self._shadow:
@@ -343,6 +368,8 @@ class Engine:
                         return  # the context is full: the answer ends here
                     tree, source, drafts = P.PLAIN, None, []
                 new, n_acc, next_drafts = self._step(t0, drafts, tree, params, rng)
+                if use_lookup:
+                    self.ngrams.extend(new)
                 self._shadow_check(new)
                 n_off = min(tree.n_drafts, len(drafts))
                 if n_off:
@@ -372,6 +399,8 @@ class Engine:
                 t0 = new[-1]
         finally:
             st.gen_s += time.perf_counter() - t_gen
+            st.decode_s += self.t_decode - dec0
+            st.draft_s += self.t_draft - draft0
 
 
 class _Utf8:

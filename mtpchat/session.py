@@ -118,7 +118,7 @@ class Session:
 
 
 def _accumulate(total: Stats, s: Stats) -> None:
-    for f in ("prompt_tokens", "prompt_cached", "prompt_s", "tokens", "steps", "gen_s"):
+    for f in ("prompt_tokens", "prompt_cached", "prompt_s", "tokens", "steps", "gen_s", "decode_s", "draft_s"):
         setattr(total, f, getattr(total, f) + getattr(s, f))
     total.offered += s.offered
     total.accepted += s.accepted

@@ -172,3 +172,27 @@ def test_interactive_session(smol_mtp, tmp_path):
     saved = json.loads((tmp_path / "conv.json").read_text())
     assert [m["role"] for m in saved["messages"]] == ["user", "assistant"]
     assert (tmp_path / "mtpchat" / "history").exists()
+
+
+def test_long_conversation_drops_oldest_turns_keeping_the_system_prompt(smol_path, tmp_path):
+    from mtpchat.engine import Engine
+    from mtpchat.sampling import GREEDY
+    from mtpchat.session import Session
+
+    eng = Engine(smol_path, mtp=False, n_ctx=256)
+    s = Session(eng, system="You are terse.", params=GREEDY, max_tokens=8)
+    for i in range(12):
+        "".join(t.text for t in s.ask(f"Question {i}: name a fruit and describe it at some length, please."))
+    assert s.dropped >= 1 or len(s.messages) < 24
+    assert len(s.messages) < 24 and s.messages[0]["role"] == "user"
+    # the last prompt (everything before the last answer) left room for that answer
+    assert len(s.chat.tokens([{"role": "system", "content": s.system}] + s.messages[:-1])) + 8 <= eng.ctx.n_ctx
+    # the conversation survives a save / load round trip
+    s.save(tmp_path / "c.json")
+    t = Session(eng, params=GREEDY)
+    t.load(tmp_path / "c.json")
+    assert t.system == "You are terse." and t.messages == s.messages
+    (tmp_path / "bad.json").write_text('{"version": 1, "messages": [{"role": "wizard"}]}')
+    with pytest.raises(ValueError, match="not a saved"):
+        t.load(tmp_path / "bad.json")
+    eng.close()

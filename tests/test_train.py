@@ -277,3 +277,63 @@ def test_cli_bad_input_is_one_clear_line(tmp_path):
     bad.write_text("{not json\n")
     r = CliRunner().invoke(app, ["train", "--prompts", str(bad), "--out", str(tmp_path / "o"), "--device", "tpu"])
     assert r.exit_code == 1 and "error:" in r.output and "Traceback" not in r.output
+
+
+def test_chunked_and_subset_cross_entropy(tiny_base):
+    """The chunked CE equals one F.cross_entropy over the full logits; the subset CE equals the CE
+    of the logits restricted to the subset's columns, with the labels renumbered."""
+    import torch.nn.functional as F
+
+    from mtpchat.train.trainer import _ce, vocab_subset
+
+    model, _ = fresh(tiny_base)
+    h = torch.randn(7, model.embed_weight.shape[1])
+    ex = synthetic_examples(4)
+    labels = torch.tensor([e["answer_ids"][i] for i, e in enumerate(ex * 2)][:7])
+    full = F.cross_entropy(model.unembed(h), labels)
+    assert torch.allclose(_ce(model, h, labels, chunk=3), full, atol=1e-5)
+    cols, table = vocab_subset(ex, model.vocab_size)
+    assert sorted(cols.tolist()) == sorted({t for e in ex for t in e["answer_ids"]})
+    want = F.cross_entropy(model.unembed(h)[:, cols], table[labels])
+    assert torch.allclose(_ce(model, h, labels, (cols, table), chunk=2), want, atol=1e-5)
+    assert torch.allclose(model.unembed(h, cols), model.unembed(h)[:, cols])
+
+
+def test_subset_vocab_training_runs_and_learns(tiny_base, tmp_path):
+    model, arch = fresh(tiny_base)
+    data = Examples(train=synthetic_examples(8), dev=synthetic_examples(2, seed=1))
+    cfg = TrainConfig(n_masks=K, rank=4, alpha=8, lr=5e-3, warmup=2, steps=12, batch_tokens=80,
+                      save_every=0, eval_every=0, ce_vocab="data", threads=1)
+    tr = Trainer(model, data, cfg, tmp_path / "ck", base_name="tiny", architecture=arch)
+    assert tr.subset is not None and torch.get_num_threads() == 1
+    lay = build_layout([(e["prompt_ids"] + e["answer_ids"], 5) for e in data.train], K)
+    with torch.no_grad():
+        before = float(losses(model, lay, tr.subset)["mask"])
+    tr.run()
+    with torch.no_grad():
+        assert float(losses(model, lay, tr.subset)["mask"]) < 0.9 * before
+
+
+def test_time_limit_stops_steps_and_evaluation(tiny_base, tmp_path):
+    """--max-minutes is checked before every step and inside the held-out evaluation loop."""
+    import time
+
+    model, arch = fresh(tiny_base)
+    data = Examples(train=synthetic_examples(8), dev=synthetic_examples(4, seed=1))
+    r = evaluate(model, data.dev, K, deadline=time.perf_counter() - 1)
+    assert r["seqs"] == 1          # a deadline already past: one sequence, never none
+    assert evaluate(model, data.dev, K)["seqs"] == 4
+    cfg = TrainConfig(n_masks=K, rank=4, alpha=8, steps=1000, batch_tokens=40, save_every=0, eval_every=5,
+                      max_minutes=1e-4)
+    out = Trainer(model, data, cfg, tmp_path / "ck", base_name="tiny", architecture=arch).run()
+    assert out["step"] < 1000
+
+
+def test_dtype_auto_picks_float32_on_a_cpu_without_bf16(monkeypatch):
+    from mtpchat.train import base as B
+
+    monkeypatch.setattr(B, "cpu_has_bf16", lambda: False)
+    assert B.pick_dtype("auto", torch.device("cpu")) == torch.float32
+    monkeypatch.setattr(B, "cpu_has_bf16", lambda: True)
+    assert B.pick_dtype("auto", torch.device("cpu")) == torch.bfloat16
+    assert B.pick_dtype("fp32") == torch.float32

@@ -23,13 +23,28 @@ def pick_device(name: str = "auto"):
     return torch.device(name)
 
 
-def pick_dtype(name: str):
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX). Without it torch's bf16
+    matmuls are emulated: on the 2-core AVX2 machine here a SmolLM2 mask pass + backward took
+    ~390 s in bf16 against ~25 s in float32."""
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def pick_dtype(name: str, device=None):
+    """'auto': bf16 on CUDA and on CPUs with native bf16, float32 elsewhere."""
     import torch
 
+    if name == "auto":
+        cuda = device is not None and getattr(device, "type", str(device)).startswith("cuda")
+        return torch.bfloat16 if cuda or cpu_has_bf16() else torch.float32
     table = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32,
              "f32": torch.float32}
     if name not in table:
-        raise TrainError(f"unknown dtype '{name}' (bf16, fp32)")
+        raise TrainError(f"unknown dtype '{name}' (auto, bf16, fp32)")
     return table[name]
 
 

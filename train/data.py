@@ -80,7 +80,8 @@ def cache_name(base: str | Path, max_tokens: int, prompts: list[dict]) -> str:
 
 
 def generate_gguf(gguf: str | Path, prompts: list[dict], cache: str | Path, *, max_tokens: int = 256,
-                  n_ctx: int = 2048, on_item: Callable[[int, int], None] | None = None) -> list[dict]:
+                  n_ctx: int = 2048, on_item: Callable[[int, int], None] | None = None,
+                  n_threads: int | None = None) -> list[dict]:
     """Greedy answers of the base GGUF for every prompt not yet in `cache`; returns all examples."""
 
     import llama_cpp.llama_cpp as C
@@ -99,7 +100,7 @@ def generate_gguf(gguf: str | Path, prompts: list[dict], cache: str | Path, *, m
         on_item(len(prompts) - len(todo), len(prompts))
     if not todo:
         return [d for d in done if d["id"] in {p["id"] for p in prompts}]
-    eng = Engine(gguf, mtp=False, n_ctx=n_ctx)
+    eng = Engine(gguf, mtp=False, n_ctx=n_ctx, n_threads=n_threads)
     try:
         template = eng.model.chat_template()
         if not template:

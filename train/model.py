@@ -130,9 +130,12 @@ class MtpModel(nn.Module):
         # every row of token_embd, so mask rows are stored unscaled and scaled here
         return getattr(self.inner.embed_tokens, "embed_scale", 1.0)
 
-    def unembed(self, h: torch.Tensor) -> torch.Tensor:
-        """Float32 logits over the base vocabulary (mask ids are never targets and are banned)."""
+    def unembed(self, h: torch.Tensor, cols: torch.Tensor | None = None) -> torch.Tensor:
+        """Float32 logits over the base vocabulary (mask ids are never targets and are banned), or
+        over the token ids `cols` only (the training loss's vocabulary subset)."""
         w = self.base.lm_head.weight[: self.vocab_size]
+        if cols is not None:
+            w = w[cols]
         logits = F.linear(h.to(w.dtype), w).float()
         cap = getattr(self.base.config, "final_logit_softcapping", None)
         if cap:

@@ -33,10 +33,13 @@ class TrainConfig:
     save_every: int = 100
     eval_every: int = 100
     eval_seqs: int = 16
+    eval_at_start: bool = True         # a baseline estimate before the first step
     seed: int = 0
     w_mask: float = 1.0                # loss weights (the paper's are all 1)
     w_sampler: float = 1.0
     w_latent: float = 1.0
+    ce_vocab: str = "full"             # "full": whole vocabulary; "data": only the ids the training answers use
+    threads: int | None = None         # torch CPU threads (None: leave torch's default)
 
 
 @dataclass
@@ -66,15 +69,43 @@ def make_packs(examples: list[dict], cfg: TrainConfig, epoch: int) -> list[list[
     return packs
 
 
-def losses(model: MtpModel, lay) -> dict[str, torch.Tensor]:
-    """Base-unembedding CE on the masks, sampler CE, and latent consistency MSE."""
+def vocab_subset(examples: list[dict], vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The token ids that occur in the training answers (every label is one of them) and a table
+    id -> column in that subset (-1 elsewhere)."""
+    ids = sorted({int(t) for e in examples for t in e["answer_ids"] if 0 <= int(t) < vocab_size})
+    cols = torch.tensor(ids, dtype=torch.long)
+    table = torch.full((vocab_size,), -1, dtype=torch.long)
+    table[cols] = torch.arange(len(ids))
+    return cols, table
+
+
+def _ce(model: MtpModel, h: torch.Tensor, labels: torch.Tensor, subset=None, chunk: int = 1024) -> torch.Tensor:
+    """Mean cross-entropy of the base unembedding, in row chunks (the (rows, vocab) float32 logits
+    of a whole step do not need to exist at once); over the subset's columns when given."""
+    cols = None
+    if subset is not None:
+        cols, table = subset
+        cols = cols.to(h.device)
+        labels = table.to(h.device)[labels]
+    total = h.new_zeros((), dtype=torch.float32)
+    for a in range(0, h.shape[0], chunk):
+        logits = model.unembed(h[a:a + chunk], cols)
+        total = total + F.cross_entropy(logits, labels[a:a + chunk], reduction="sum")
+    return total / max(h.shape[0], 1)
+
+
+def losses(model: MtpModel, lay, subset=None) -> dict[str, torch.Tensor]:
+    """Base-unembedding CE on the masks, sampler CE, and latent consistency MSE. `subset` (from
+    `vocab_subset`) restricts both softmaxes to the ids the training answers use: the labels all lie
+    in it, and the unembedding, ~45% of a step's arithmetic over the full 49k vocabulary of
+    SmolLM2, shrinks with it."""
     dev = model.device
     h_ord, cache = model.ordinary_pass(lay)
     z = model.mask_pass(lay, cache)
     labels = lay.labels.to(dev)
-    ce_mask = F.cross_entropy(model.unembed(z), labels)
+    ce_mask = _ce(model, z, labels, subset)
     out = model.sample_head(lay.prev.to(dev), z)
-    ce_sampler = F.cross_entropy(model.unembed(out), labels)
+    ce_sampler = _ce(model, out, labels, subset)
     # the ordinary token that predicts the same label is the target latent (no gradient into it)
     target = h_ord[lay.source.to(dev)].float().detach()
     latent = F.mse_loss(z.float(), target)
@@ -82,7 +113,8 @@ def losses(model: MtpModel, lay) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def evaluate(model: MtpModel, examples: list[dict], k: int, max_len: int = 1024) -> dict:
+def evaluate(model: MtpModel, examples: list[dict], k: int, max_len: int = 1024,
+             deadline: float | None = None) -> dict:
     """Teacher-forced tokens per step on held-out sequences: walk each answer as greedy MTP
     decoding would (k drafts from the mask block after the last accepted token; a step gives the
     accepted drafts plus one token), with drafts from the sampler head (prev = the true token,
@@ -91,7 +123,11 @@ def evaluate(model: MtpModel, examples: list[dict], k: int, max_len: int = 1024)
     steps = 0
     hits = np.zeros(k)
     offered = np.zeros(k)
+    n_seqs = 0
     for e in examples:
+        if deadline is not None and n_seqs and time.perf_counter() >= deadline:
+            break  # out of time: the estimate covers the sequences done so far
+        n_seqs += 1
         ids, P = seq_of(e, max_len)
         lay = build_layout([(ids, P)], k)
         if lay.mask_j.numel() == 0:
@@ -123,7 +159,7 @@ def evaluate(model: MtpModel, examples: list[dict], k: int, max_len: int = 1024)
                 steps += n_steps
     return {"tau": tokens["sampler"] / max(steps, 1),
             "tau_plain": tokens["plain"] / max(steps, 1),
-            "acc": [float(h / o) if o else 0.0 for h, o in zip(hits, offered)]}
+            "acc": [float(h / o) if o else 0.0 for h, o in zip(hits, offered)], "seqs": n_seqs}
 
 
 def lr_at(step: int, cfg: TrainConfig, total: int) -> float:
@@ -141,6 +177,12 @@ class Trainer:
                  base_name: str, architecture: str, console=None, resume: bool = True):
         self.model, self.data, self.cfg, self.out = model, data, cfg, Path(out)
         self.base_name, self.arch, self.console = base_name, architecture, console
+        if cfg.threads and model.device.type == "cpu":
+            torch.set_num_threads(cfg.threads)
+        if cfg.ce_vocab not in ("data", "full"):
+            raise TrainError(f"unknown ce_vocab '{cfg.ce_vocab}' (data, full)")
+        self.subset = vocab_subset(data.train, model.vocab_size) if cfg.ce_vocab == "data" else None
+        self.deadline: float | None = None
         self.opt = torch.optim.AdamW(model.trainable(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         per_epoch = len(make_packs(data.train, cfg, 0))
         self.total = cfg.steps if cfg.steps is not None else max(1, math.ceil(per_epoch * cfg.epochs))
@@ -201,7 +243,7 @@ class Trainer:
         if lay.mask_j.numel() == 0:
             self.step += 1
             return {"loss": float("nan"), "tokens": lay.n_tokens}
-        parts = losses(self.model, lay)
+        parts = losses(self.model, lay, self.subset)
         loss = cfg.w_mask * parts["mask"] + cfg.w_sampler * parts["sampler"] + cfg.w_latent * parts["latent"]
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -210,10 +252,11 @@ class Trainer:
         self.step += 1
         return {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in parts.items()}, "tokens": lay.n_tokens}
 
-    def eval(self) -> dict:
-        r = evaluate(self.model, self.data.dev[: self.cfg.eval_seqs], self.cfg.n_masks, self.cfg.max_len)
+    def eval(self, deadline: float | None = None) -> dict:
+        r = evaluate(self.model, self.data.dev[: self.cfg.eval_seqs], self.cfg.n_masks, self.cfg.max_len,
+                     deadline=deadline)
         r = {"step": self.step, "tau": round(r["tau"], 4), "tau_plain": round(r["tau_plain"], 4),
-             "acc": [round(a, 4) for a in r["acc"]]}
+             "acc": [round(a, 4) for a in r["acc"]], "seqs": r["seqs"]}
         self.history.append(r)
         return r
 
@@ -223,8 +266,10 @@ class Trainer:
         limit = cfg.max_minutes * 60 if cfg.max_minutes else None
         started = time.perf_counter()
         at_start = self.elapsed
-        if self.step == 0 and self.data.dev and cfg.eval_every:
-            r = self.eval()
+        # evaluations inside the run stop at the time limit too (the final one runs in full)
+        deadline = started + limit if limit is not None else None
+        if self.step == 0 and self.data.dev and cfg.eval_every and cfg.eval_at_start:
+            r = self.eval(deadline)
             on_eval and on_eval(r)
         while self.step < self.total:
             if limit is not None and time.perf_counter() - started >= limit:
@@ -234,8 +279,8 @@ class Trainer:
             info["seconds"] = time.perf_counter() - t0
             self.elapsed = at_start + time.perf_counter() - started
             on_step and on_step(self.step, info)
-            if self.data.dev and cfg.eval_every and self.step % cfg.eval_every == 0:
-                r = self.eval()
+            if self.data.dev and cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < self.total:
+                r = self.eval(deadline)
                 on_eval and on_eval(r)
             if cfg.save_every and self.step % cfg.save_every == 0:
                 self.save()

@@ -80,7 +80,8 @@ def _agg(rows: list[dict]) -> dict:
             "draft_share": round(draft_s / mtp_s, 4) if mtp_s else None}
 
 
-def run_bench(engine: Engine, items: list[dict], *, max_tokens: int, tree: str, progress: bool = True) -> dict:
+def run_bench(engine: Engine, items: list[dict], *, max_tokens: int, tree: str, repeats: int = 2,
+              progress: bool = True) -> dict:
     from rich.console import Console
     from rich.progress import Progress
 
@@ -99,14 +100,22 @@ def run_bench(engine: Engine, items: list[dict], *, max_tokens: int, tree: str, 
         for it in items:
             msgs = ([{"role": "system", "content": it["system"]}] if it.get("system") else [])
             prompt = chat.tokens(msgs + [{"role": "user", "content": it["prompt"]}])
-            engine.kind = "plain"
             adapter = engine.adapter
-            engine.ctx.set_adapter(None)  # the baseline runs exactly as stock llama.cpp would
-            plain_ids, ps = _run(engine, prompt, max_tokens)
+            runs = {"plain": [], "mtp": []}
+            # plain and MTP alternate (P M M P ...) and each keeps its fastest run, so that a
+            # hiccup of the machine does not land on one side only
+            for r in range(repeats):
+                for side in (("plain", "mtp") if r % 2 == 0 else ("mtp", "plain")):
+                    engine.kind = "plain" if side == "plain" else mtp_kind
+                    # the baseline runs exactly as stock llama.cpp would: no adapter attached
+                    engine.ctx.set_adapter(None if side == "plain" else adapter)
+                    runs[side].append(_run(engine, prompt, max_tokens))
             engine.ctx.set_adapter(adapter)
             engine.kind = mtp_kind
-            mtp_ids, ms = _run(engine, prompt, max_tokens)
-            same = plain_ids == mtp_ids
+            plain_ids, ps = min(runs["plain"], key=lambda r: r[1].gen_s)
+            mtp_ids, ms = min(runs["mtp"], key=lambda r: r[1].gen_s)
+            # every run of both sides must give the same tokens
+            same = all(ids == plain_ids for ids, _ in runs["plain"] + runs["mtp"])
             row = {"id": it["id"], "category": it["category"], "tokens": ps.tokens, "mtp_tokens": ms.tokens,
                    "plain_s": ps.gen_s, "mtp_s": ms.gen_s, "steps": ms.steps,
                    "plain_tok_s": round(ps.tok_s, 2), "mtp_tok_s": round(ms.tok_s, 2),
@@ -128,7 +137,7 @@ def run_bench(engine: Engine, items: list[dict], *, max_tokens: int, tree: str, 
     for r in rows:
         cats[r["category"]].append(r)
     result = {"model": os.path.basename(engine.model.path), "device": engine.device, "threads": engine.ctx.n_threads,
-              "tree": tree, "max_tokens": max_tokens, "aggregate": _agg(rows),
+              "tree": tree, "max_tokens": max_tokens, "repeats": repeats, "aggregate": _agg(rows),
               "by_category": {c: _agg(rs) for c, rs in sorted(cats.items())}, "prompts": rows}
     for r in rows:
         for k in ("plain_s", "mtp_s", "mtp_decode_s", "mtp_draft_s"):

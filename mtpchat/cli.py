@@ -196,6 +196,7 @@ def bench(
     ctx: int = typer.Option(4096, "--ctx"),
     threads: Optional[int] = typer.Option(None, "--threads"),
     gpu_layers: int = typer.Option(0, "-ngl", "--gpu-layers"),
+    repeats: int = typer.Option(2, "--repeats", help="Runs per prompt and side, alternating; the fastest counts."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ):
     """Plain vs MTP greedy decoding of the same GGUF, prompt by prompt, in one process."""
@@ -204,9 +205,10 @@ def bench(
 
     parse_tree(tree)
     _check("--max-tokens", max_tokens, max_tokens >= 1, "at least 1")
+    _check("--repeats", repeats, repeats >= 1, "at least 1")
     items = load_prompts(prompts)
     engine = load_engine(model, ctx=ctx, threads=threads, gpu_layers=gpu_layers, mtp=True, tree=tree)
-    result = run_bench(engine, items, max_tokens=max_tokens, tree=tree)
+    result = run_bench(engine, items, max_tokens=max_tokens, tree=tree, repeats=repeats)
     if as_json:
         print(json.dumps(result, indent=1))
     else:

@@ -55,9 +55,12 @@ class Choice:
     tokens_per_step: float
 
 
+REBUILD = 0  # key of the cost table holding the time to build a graph for a new batch shape
+
+
 def cost(table: dict[int, float], n: int) -> float:
     """Time of a pass of n tokens, linearly interpolated in the calibrated table."""
-    xs = sorted(table)
+    xs = sorted(x for x in table if x >= 1)
     if n <= xs[0]:
         return table[xs[0]] * n / xs[0] if xs[0] > 1 else table[xs[0]]
     if n >= xs[-1]:
@@ -86,12 +89,14 @@ def tree_rate(tree: Tree, alpha, table: dict[int, float]) -> tuple[float, float]
     p_keep = float(sum(pa[a] for a in tree.blocks if a <= n))
     if not tree.blocks or m == 0:
         return tokens / c_tree, tokens
-    # two states: D (drafts ready) runs the tree, N (none) runs [t0, m1..mm]
+    # two states: D (drafts ready) runs the tree, N (none) runs [t0, m1..mm]. Every change of
+    # state changes the batch shape, and llama.cpp then builds a new graph (2 pi_n per step).
     c_masks = cost(table, 1 + m)
     pi_d = 1.0 / (1.0 + (1.0 - p_keep))
     pi_n = 1.0 - pi_d
     tok = pi_d * tokens + pi_n
-    return tok / (pi_d * c_tree + pi_n * c_masks), tok / (pi_d + pi_n)
+    rebuilds = 2 * pi_n * table.get(REBUILD, 0.0)
+    return tok / (pi_d * c_tree + pi_n * c_masks + rebuilds), tok / (pi_d + pi_n)
 
 
 def candidates(n_max: int):

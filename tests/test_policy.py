@@ -84,3 +84,14 @@ def test_distribution_filters_in_llama_cpp_order():
     assert ids.tolist() == [0, 1]
     ids, _ = distribution(logits, [], SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.4), [3])
     assert ids.tolist() == [0, 1]
+
+
+def test_shape_changes_are_charged():
+    """A linear tree loses its drafts whenever one is rejected and alternates with masks-only
+    steps: with an expensive graph rebuild per shape change, the policy must see that."""
+    alpha = [0.6]
+    cheap = {**CPU_Q4_0, 2: 1.3, 3: 1.5}
+    paid = {**cheap, P.REBUILD: 1.0}
+    assert P.tree_rate(P.linear(1), alpha, paid)[0] < P.tree_rate(P.linear(1), alpha, cheap)[0]
+    # a full quadratic tree keeps its shape: no charge
+    assert P.tree_rate(P.quadratic(1), alpha, paid) == P.tree_rate(P.quadratic(1), alpha, cheap)

@@ -324,9 +324,10 @@ class Engine:
     # -- generation -------------------------------------------------------------------------
 
     def generate(self, prompt: list[int], params: SamplingParams = GREEDY, *, max_tokens: int = 256,
-                 stats: Stats | None = None) -> Iterator[Token]:
-        """Yield generated tokens until an end-of-generation token or max_tokens. The KV cache of
-        the longest common prefix with the previous call is reused (multi-turn)."""
+                 stats: Stats | None = None, stop: tuple[str, ...] = ()) -> Iterator[Token]:
+        """Yield generated tokens until an end-of-generation token, a stop string (not printed)
+        or max_tokens. The KV cache of the longest common prefix with the previous call is reused
+        (multi-turn)."""
         if not prompt:
             raise ValueError("empty prompt")
         if len(prompt) + 1 > self.ctx.n_ctx:
@@ -350,6 +351,7 @@ class Engine:
         t0, mtp_drafts = prompt[-1], []
         self._shadow = {}
         decoder = _Utf8(self.model)
+        stops = _StopFilter(stop)
         produced = 0
         t_gen = time.perf_counter()
         dec0, draft0 = self.t_decode, self.t_draft
@@ -388,7 +390,8 @@ class Engine:
                     produced += 1
                     st.tokens += 1  # the end-of-generation token counts as generated, unprinted
                     if not stop:
-                        yield Token(tok, decoder.push(tok), source if i < n_acc else None)
+                        text, stop = stops.push(decoder.push(tok))
+                        yield Token(tok, text, source if i < n_acc else None)
                     if stop or produced >= max_tokens:
                         # drafts accepted after the stopping token leave the cache
                         cut = len(self.tokens) - (n_acc - i)
@@ -401,6 +404,32 @@ class Engine:
             st.gen_s += time.perf_counter() - t_gen
             st.decode_s += self.t_decode - dec0
             st.draft_s += self.t_draft - draft0
+
+
+class _StopFilter:
+    """Holds back text that may be the start of a stop string; cuts the text at a stop string."""
+
+    def __init__(self, stops: tuple[str, ...]):
+        self.stops = tuple(x for x in stops if x)
+        self.held = ""
+
+    def push(self, text: str) -> tuple[str, bool]:
+        """(text to print now, whether a stop string was reached)"""
+        if not self.stops:
+            return text, False
+        buf = self.held + text
+        hits = [buf.find(x) for x in self.stops if x in buf]
+        if hits:
+            self.held = ""
+            return buf[:min(hits)], True
+        keep = 0
+        for x in self.stops:
+            for n in range(min(len(x) - 1, len(buf)), 0, -1):
+                if buf.endswith(x[:n]):
+                    keep = max(keep, n)
+                    break
+        self.held = buf[len(buf) - keep:]
+        return buf[:len(buf) - keep], False
 
 
 class _Utf8:

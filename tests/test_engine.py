@@ -228,3 +228,15 @@ def test_prompt_longer_than_context_is_a_clean_error(tiny_mtp):
     with pytest.raises(B.LlamaError, match="does not fit"):
         list(eng.generate([10 + i % 300 for i in range(eng.ctx.n_ctx + 5)], GREEDY, max_tokens=4))
     eng.close()
+
+
+def test_stop_strings_end_the_answer_and_are_not_printed(smol_mtp):
+    eng = Engine(smol_mtp, tree="quadratic:2", n_ctx=1024)
+    prompt = smol_prompts(eng.model)[1]
+    full = "".join(t.text for t in eng.generate(prompt, GREEDY, max_tokens=48))
+    words = full.split()
+    assert len(words) > 3
+    stop = words[2]
+    cut = "".join(t.text for t in eng.generate(prompt, GREEDY, max_tokens=48, stop=(stop, "@@never@@")))
+    assert cut == full[:full.index(stop)]
+    eng.close()

@@ -80,7 +80,7 @@ def _agg(rows: list[dict]) -> dict:
             "draft_share": round(draft_s / mtp_s, 4) if mtp_s else None}
 
 
-def run_bench(engine: Engine, items: list[dict], *, max_tokens: int, tree: str, repeats: int = 2,
+def run_bench(engine: Engine, items: list[dict], *, max_tokens: int, tree: str, repeats: int = 3,
               progress: bool = True) -> dict:
     from rich.console import Console
     from rich.progress import Progress

@@ -196,7 +196,7 @@ def bench(
     ctx: int = typer.Option(4096, "--ctx"),
     threads: Optional[int] = typer.Option(None, "--threads"),
     gpu_layers: int = typer.Option(0, "-ngl", "--gpu-layers"),
-    repeats: int = typer.Option(2, "--repeats", help="Runs per prompt and side, alternating; the fastest counts."),
+    repeats: int = typer.Option(3, "--repeats", help="Runs per prompt and side, alternating; the fastest counts."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ):
     """Plain vs MTP greedy decoding of the same GGUF, prompt by prompt, in one process."""

@@ -76,7 +76,7 @@ def test_bench_json(smol_mtp, tmp_path):
     prompts = tmp_path / "p.jsonl"
     prompts.write_text('{"id": "a", "category": "code", "prompt": "Write hello world in Python."}\n'
                        '{"id": "b", "category": "chat", "prompt": "Say hi.", "system": "Be brief."}\n')
-    r = run_cli("bench", smol_mtp, "--prompts", prompts, "-n", "16", "--tree", "quadratic:2", "--json")
+    r = run_cli("bench", smol_mtp, "--prompts", prompts, "-n", "16", "--tree", "quadratic:2", "--repeats", "2", "--json")
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
     assert d["aggregate"]["prompts"] == 2 and d["aggregate"]["identical"] == 2

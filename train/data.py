@@ -20,30 +20,17 @@ from .base import TrainError
 
 
 def read_prompts(path: str | Path | None) -> list[dict]:
+    """The built-in prompts, or a prompt file in the format `mtpchat bench` reads (DESIGN.md §6)."""
     if path is None:
         from .prompts import builtin_prompts
 
         return builtin_prompts()
-    out = []
+    from mtpchat.bench import load_prompts
+
     try:
-        lines = Path(path).read_text().splitlines()
-    except OSError as e:
-        raise TrainError(f"cannot read prompts {path}: {e.strerror}") from None
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError:
-            raise TrainError(f"{path}:{n}: not valid JSON") from None
-        if not isinstance(item, dict) or not isinstance(item.get("prompt"), str):
-            raise TrainError(f"{path}:{n}: each line needs a \"prompt\" string")
-        item.setdefault("id", f"p{n:05d}")
-        item.setdefault("category", "other")
-        out.append(item)
-    if not out:
-        raise TrainError(f"{path} holds no prompts")
-    return out
+        return load_prompts(str(path))
+    except ValueError as e:
+        raise TrainError(str(e)) from None
 
 
 def render_chat(template: str, prompt: str, system: str | None, bos: str = "", eos: str = "") -> str:

@@ -33,21 +33,6 @@ def read_prompts(path: str | Path | None) -> list[dict]:
         raise TrainError(str(e)) from None
 
 
-def render_chat(template: str, prompt: str, system: str | None, bos: str = "", eos: str = "") -> str:
-    """The model's own Jinja chat template with one user turn and the generation prompt."""
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-
-    def raise_exception(msg):
-        raise TrainError(f"chat template: {msg}")
-
-    env.globals["raise_exception"] = raise_exception
-    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-    return env.from_string(template).render(messages=messages, add_generation_prompt=True,
-                                            bos_token=bos, eos_token=eos)
-
-
 def read_cache(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.exists():
@@ -66,13 +51,38 @@ def cache_name(base: str | Path, max_tokens: int, prompts: list[dict]) -> str:
     return f"{Path(str(base)).stem}.n{max_tokens}.{h}.jsonl"
 
 
+def _messages(p: dict) -> list[dict]:
+    return ([{"role": "system", "content": p["system"]}] if p.get("system") else []) + \
+           [{"role": "user", "content": p["prompt"]}]
+
+
+def _append_answers(cache: Path, prompts: list[dict], todo: list[dict], done: list[dict], answer,
+                    on_item) -> list[dict]:
+    """Append `answer(prompt) -> (prompt_ids, answer_ids, stopped)` for every prompt in `todo`, one
+    flushed line each, so that an interruption loses at most the prompt in progress."""
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with cache.open("a") as f:
+        for n, p in enumerate(todo):
+            ids, answer_ids, stopped = answer(p)
+            item = {"id": p["id"], "category": p.get("category", "other"), "prompt_ids": list(ids),
+                    "answer_ids": answer_ids, "stopped": stopped}
+            f.write(json.dumps(item) + "\n")
+            f.flush()
+            done.append(item)
+            if on_item:
+                on_item(len(prompts) - len(todo) + n + 1, len(prompts))
+    return done
+
+
 def generate_gguf(gguf: str | Path, prompts: list[dict], cache: str | Path, *, max_tokens: int = 256,
                   n_ctx: int = 2048, on_item: Callable[[int, int], None] | None = None,
                   n_threads: int | None = None) -> list[dict]:
-    """Greedy answers of the base GGUF for every prompt not yet in `cache`; returns all examples."""
+    """Greedy answers of the base GGUF for every prompt not yet in `cache`; returns all examples.
+    Prompts are formatted exactly as `mtpchat run` formats them (mtpchat.chat.ChatFormat)."""
 
     import llama_cpp.llama_cpp as C
 
+    from mtpchat.chat import ChatFormat, ChatTemplateError
     from mtpchat.engine import Engine
     from mtpchat.sampling import GREEDY
 
@@ -89,33 +99,27 @@ def generate_gguf(gguf: str | Path, prompts: list[dict], cache: str | Path, *, m
         return [d for d in done if d["id"] in {p["id"] for p in prompts}]
     eng = Engine(gguf, mtp=False, n_ctx=n_ctx, n_threads=n_threads)
     try:
-        template = eng.model.chat_template()
-        if not template:
+        if not eng.model.chat_template():
             raise TrainError(f"{gguf} has no chat template: cannot format the prompts")
+        chat = ChatFormat(eng.model)
         eot = C.llama_vocab_eot(eng.model.vocab)
         eot = eot if eot >= 0 else C.llama_vocab_eos(eng.model.vocab)
-        bos_id = C.llama_vocab_bos(eng.model.vocab)
-        bos = eng.model.piece(bos_id).decode("utf-8", "replace") if bos_id >= 0 else ""
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        with cache.open("a") as f:
-            for n, p in enumerate(todo):
-                text = render_chat(template, p["prompt"], p.get("system"), bos=bos)
-                ids = eng.model.tokenize(text, add_special=True, parse_special=True)
-                limit = min(max_tokens, n_ctx - len(ids) - 2)
-                answer = [t.id for t in eng.generate(ids, GREEDY, max_tokens=limit)]
-                stopped = len(answer) < limit
-                if stopped and eot >= 0:
-                    answer.append(int(eot))
-                item = {"id": p["id"], "category": p.get("category", "other"), "prompt_ids": ids,
-                        "answer_ids": answer, "stopped": stopped}
-                f.write(json.dumps(item) + "\n")
-                f.flush()
-                done.append(item)
-                if on_item:
-                    on_item(len(prompts) - len(todo) + n + 1, len(prompts))
+
+        def answer(p):
+            try:
+                ids = chat.tokens(_messages(p))
+            except ChatTemplateError as e:
+                raise TrainError(str(e)) from None
+            limit = min(max_tokens, n_ctx - len(ids) - 2)
+            answer_ids = [t.id for t in eng.generate(ids, GREEDY, max_tokens=limit)]
+            stopped = len(answer_ids) < limit
+            if stopped and eot >= 0:
+                answer_ids.append(int(eot))
+            return ids, answer_ids, stopped
+
+        return _append_answers(cache, prompts, todo, done, answer, on_item)
     finally:
         eng.close()
-    return done
 
 
 def generate_torch(model, tokenizer, prompts: list[dict], cache: str | Path, *, max_tokens: int = 256,
@@ -129,27 +133,18 @@ def generate_torch(model, tokenizer, prompts: list[dict], cache: str | Path, *, 
     have = {d["id"] for d in done}
     todo = [p for p in prompts if p["id"] not in have]
     eot = tokenizer.eos_token_id
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    with cache.open("a") as f:
-        for n, p in enumerate(todo):
-            msgs = ([{"role": "system", "content": p["system"]}] if p.get("system") else []) + \
-                   [{"role": "user", "content": p["prompt"]}]
-            ids = tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True)
-            if isinstance(ids, dict):
-                ids = ids["input_ids"]
-            with torch.no_grad():
-                out = model.generate(torch.tensor([ids], device=model.device), max_new_tokens=max_tokens,
-                                     do_sample=False)
-            answer = out[0, len(ids):].tolist()
-            stopped = bool(answer) and answer[-1] == eot
-            item = {"id": p["id"], "category": p.get("category", "other"), "prompt_ids": list(ids),
-                    "answer_ids": answer, "stopped": stopped}
-            f.write(json.dumps(item) + "\n")
-            f.flush()
-            done.append(item)
-            if on_item:
-                on_item(len(prompts) - len(todo) + n + 1, len(prompts))
-    return done
+
+    def answer(p):
+        ids = tokenizer.apply_chat_template(_messages(p), add_generation_prompt=True, tokenize=True)
+        if isinstance(ids, dict):
+            ids = ids["input_ids"]
+        with torch.no_grad():
+            out = model.generate(torch.tensor([ids], device=model.device), max_new_tokens=max_tokens,
+                                 do_sample=False)
+        answer_ids = out[0, len(ids):].tolist()
+        return ids, answer_ids, bool(answer_ids) and answer_ids[-1] == eot
+
+    return _append_answers(cache, prompts, todo, done, answer, on_item)
 
 
 def split(examples: list[dict], dev_fraction: float = 0.05, min_dev: int = 1) -> tuple[list[dict], list[dict]]:

@@ -1,6 +1,7 @@
 """mtpchat train on a tiny random llama: attention rules, exact ordinary outputs, learning,
 checkpoint -> GGUF -> llama.cpp round trip, resume. CPU, seconds."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -253,9 +254,31 @@ def test_builtin_prompts_are_diverse():
     from mtpchat.train.prompts import builtin_prompts
 
     p = builtin_prompts()
-    assert len(p) >= 250 and len({x["id"] for x in p}) == len(p)
+    assert len(p) >= 1200 and len({x["id"] for x in p}) == len(p) == len({x["prompt"] for x in p})
     assert {x["category"] for x in p[:8]} == {"code", "math", "chat", "writing"}
     assert builtin_prompts() == p
+
+
+DEV_PROMPTS = Path(__file__).resolve().parents[2] / "shared" / "prompts"
+
+
+def _word_grams(text: str, n: int = 6) -> set:
+    import re
+
+    w = re.findall(r"[a-z0-9]+", text.lower())
+    return {tuple(w[i:i + n]) for i in range(len(w) - n + 1)}
+
+
+@pytest.mark.skipif(not DEV_PROMPTS.is_dir(), reason="the development prompt files (../shared/prompts) are not beside this checkout")
+def test_builtin_prompts_share_no_six_word_run_with_the_dev_sets():
+    from mtpchat.train.prompts import builtin_prompts
+
+    dev = [json.loads(line)["prompt"] for f in sorted(DEV_PROMPTS.glob("*.jsonl"))
+           for line in f.read_text().splitlines() if line.strip()]
+    assert len(dev) >= 30
+    dev_grams = set().union(*(_word_grams(d) for d in dev))
+    leaks = [x["prompt"] for x in builtin_prompts() if _word_grams(x["prompt"]) & dev_grams]
+    assert leaks == []
 
 
 def test_cli_bad_input_is_one_clear_line(tmp_path):

@@ -44,6 +44,8 @@ def train_command(
     eval_at_start: bool = typer.Option(True, "--eval-at-start/--no-eval-at-start", help="Estimate held-out tokens per step before the first step (counts against --max-minutes)."),
     eval_seqs: int = typer.Option(16, "--eval-seqs", min=1, help="Held-out sequences in each tokens-per-step estimate."),
     ce_vocab: str = typer.Option("full", "--ce-vocab", help="Softmax of the two CE losses over full (the whole vocabulary) or data (only the token ids the training answers use: ~12% faster here, but other ids are never pushed down)."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Start from this checkpoint's weights (a fresh optimizer), e.g. train/checkpoints/smollm2-135m-k4; ignored when --out already holds a run to resume."),
+    sampler_lr_scale: float = typer.Option(1.0, "--sampler-lr-scale", min=0.0, help="The sampler head's learning rate as a multiple of --lr."),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Fine-tune a base model for multi-token prediction by self-distillation (gated LoRA + sampler)."""
@@ -68,7 +70,7 @@ def train_command(
 
 def _train(*, base, out, masks, rank, alpha, lr, warmup, steps, epochs, batch_tokens, anchors, max_minutes,
            save_every, eval_every, prompts, max_prompts, data, targets_gguf, max_new_tokens, device, dtype, seed,
-           threads=None, eval_seqs=16, ce_vocab="full", eval_at_start=True, **_):
+           threads=None, eval_seqs=16, ce_vocab="full", eval_at_start=True, init=None, sampler_lr_scale=1.0, **_):
     import torch
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -125,12 +127,12 @@ def _train(*, base, out, masks, rank, alpha, lr, warmup, steps, epochs, batch_to
     cfg = TrainConfig(n_masks=masks, rank=rank, alpha=alpha, lr=lr, warmup=warmup, steps=steps, epochs=epochs,
                       batch_tokens=batch_tokens, anchors_per_seq=anchors, max_minutes=max_minutes,
                       save_every=save_every, eval_every=eval_every, eval_seqs=eval_seqs, eval_at_start=eval_at_start, seed=seed,
-                      ce_vocab=ce_vocab, threads=threads)
+                      ce_vocab=ce_vocab, threads=threads, sampler_lr_scale=sampler_lr_scale)
     model = MtpModel(model_hf, n_masks=masks, rank=rank, alpha=alpha, seed=seed).to(dev)
     if out.exists() and not (out / "mtp_config.json").exists() and any(out.iterdir()):
         raise TrainError(f"{out} exists and is not an mtpchat checkpoint: choose another --out")
     tr = Trainer(model, Examples(train, dev_set), cfg, out, base_name=Path(base).name if is_gguf(base) else base,
-                 architecture=arch, console=console)
+                 architecture=arch, console=console, init_from=init)
     n_tok = sum(len(e["answer_ids"]) for e in train)
     console.print(f"{len(train)} training / {len(dev_set)} held-out sequences, {n_tok} answer tokens; "
                   f"k={masks}, LoRA r={rank} alpha={alpha}; step {tr.step} of {tr.total}")

@@ -39,6 +39,7 @@ class TrainConfig:
     w_sampler: float = 1.0
     w_latent: float = 1.0
     ce_vocab: str = "full"             # "full": whole vocabulary; "data": only the ids the training answers use
+    sampler_lr_scale: float = 1.0      # the sampler head's learning rate as a multiple of lr
     threads: int | None = None         # torch CPU threads (None: leave torch's default)
 
 
@@ -174,7 +175,8 @@ class Trainer:
     """Owns the model, the optimizer and the step counter; `run()` trains until done or out of time."""
 
     def __init__(self, model: MtpModel, data: Examples, cfg: TrainConfig, out: str | Path, *,
-                 base_name: str, architecture: str, console=None, resume: bool = True):
+                 base_name: str, architecture: str, console=None, resume: bool = True,
+                 init_from: str | Path | None = None):
         self.model, self.data, self.cfg, self.out = model, data, cfg, Path(out)
         self.base_name, self.arch, self.console = base_name, architecture, console
         if cfg.threads and model.device.type == "cpu":
@@ -183,7 +185,13 @@ class Trainer:
             raise TrainError(f"unknown ce_vocab '{cfg.ce_vocab}' (data, full)")
         self.subset = vocab_subset(data.train, model.vocab_size) if cfg.ce_vocab == "data" else None
         self.deadline: float | None = None
-        self.opt = torch.optim.AdamW(model.trainable(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        head = [p for p in model.sampler.parameters() if p.requires_grad]
+        head_ids = {id(p) for p in head}
+        rest = [p for p in model.trainable() if id(p) not in head_ids]
+        # lr_scale: the per-step schedule multiplies each group's own share of lr
+        self.opt = torch.optim.AdamW([{"params": rest, "lr_scale": 1.0},
+                                      {"params": head, "lr_scale": cfg.sampler_lr_scale}],
+                                     lr=cfg.lr, weight_decay=cfg.weight_decay)
         per_epoch = len(make_packs(data.train, cfg, 0))
         self.total = cfg.steps if cfg.steps is not None else max(1, math.ceil(per_epoch * cfg.epochs))
         self.step = 0
@@ -192,20 +200,36 @@ class Trainer:
         self._packs: dict[int, list[list[int]]] = {}
         if resume and (self.out / ckpt.CONFIG).exists():
             self._resume()
+        elif init_from is not None:
+            self._check_shapes(ckpt.read_config(init_from), init_from)
+            ckpt.load_into(self.model, init_from)
 
     # -- state ------------------------------------------------------------------------------
 
-    def _resume(self) -> None:
-        cfg = ckpt.read_config(self.out)
+    def _check_shapes(self, cfg: dict, folder) -> None:
         mine = {"n_masks": self.cfg.n_masks, "rank": self.cfg.rank, "alpha": float(self.cfg.alpha)}
         theirs = {"n_masks": cfg["n_masks"], "rank": cfg["lora"]["rank"], "alpha": float(cfg["lora"]["alpha"])}
         if mine != theirs:
-            raise TrainError(f"{self.out} was trained with {theirs}, not {mine}: choose another --out")
+            raise TrainError(f"{folder} was trained with {theirs}, not {mine}: use the same -k, --rank and --alpha")
+
+    def _resume(self) -> None:
+        cfg = ckpt.read_config(self.out)
+        self._check_shapes(cfg, self.out)
         state = ckpt.load_resume(self.out)
         if state is None:
             raise TrainError(f"{self.out} holds a checkpoint without resume state: choose another --out")
         ckpt.load_into(self.model, self.out)
-        self.opt.load_state_dict(state["optimizer"])
+        opt_state = state["optimizer"]
+        groups = opt_state["param_groups"]
+        if len(groups) == 1 and len(self.opt.param_groups) == 2:
+            # resume state from before the sampler head had its own group: the head's parameters
+            # are the last ones in both orders, so split the one list where the first group ends
+            n_rest = len(self.opt.param_groups[0]["params"])
+            ids = groups[0]["params"]
+            opt_state = {**opt_state, "param_groups": [
+                {**groups[0], "params": ids[:n_rest], "lr_scale": 1.0},
+                {**groups[0], "params": ids[n_rest:], "lr_scale": self.cfg.sampler_lr_scale}]}
+        self.opt.load_state_dict(opt_state)
         t = state["trainer"]
         self.step, self.elapsed, self.history = int(t["step"]), float(t["elapsed_s"]), list(t.get("history", []))
 
@@ -239,7 +263,7 @@ class Trainer:
         lay = build_layout(seqs, cfg.n_masks, anchors_per_seq=cfg.anchors_per_seq,
                            rng=np.random.default_rng([cfg.seed, 1, self.step]))
         for g in self.opt.param_groups:
-            g["lr"] = lr_at(self.step, cfg, self.total)
+            g["lr"] = lr_at(self.step, cfg, self.total) * g.get("lr_scale", 1.0)
         if lay.mask_j.numel() == 0:
             self.step += 1
             return {"loss": float("nan"), "tokens": lay.n_tokens}

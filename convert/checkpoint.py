@@ -14,7 +14,7 @@ import numpy as np
 from mtpchat import format as F
 
 from .tensorfile import TensorFileError, read_header, read_safetensors
-from .writer import SUPPORTED_ARCHS, MtpParts
+from .writer import MtpParts
 
 CHECKPOINT_FORMAT = "mtpchat-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -91,8 +91,8 @@ def load_checkpoint(folder: str | Path) -> Checkpoint:
     _require(version == CHECKPOINT_VERSION,
              f"checkpoint format version {version!r} is not supported (this mtpchat reads version {CHECKPOINT_VERSION})")
     arch = cfg.get("architecture")
-    _require(arch in SUPPORTED_ARCHS,
-             f"architecture {arch!r} is not supported yet (supported: {', '.join(SUPPORTED_ARCHS)})")
+    _require(arch in F.SUPPORTED_ARCHS,
+             f"architecture {arch!r} is not supported yet (supported: {', '.join(F.SUPPORTED_ARCHS)})")
     d = _int(cfg, "hidden_size")
     vocab = _int(cfg, "vocab_size")
     k = _int(cfg, "n_masks")
@@ -194,8 +194,7 @@ def build_parts(ck: Checkpoint, base: dict) -> MtpParts:
     _require(not masks, f"{MASKS} has unexpected tensors: {', '.join(sorted(masks))}")
 
     sampler = _read(ck.folder, SAMPLER)
-    for name in F.SAMPLER_TENSORS:
-        want = {"fc1.weight": (d, 2 * d), "fc2.weight": (d, d)}.get(name, (d,))
+    for name, want in F.sampler_shapes(d).items():
         _require(name in sampler, f"{SAMPLER} has no tensor '{name}'")
         _require(sampler[name].shape == want, f"shape mismatch: sampler {name} is {sampler[name].shape}, expected {want}")
     extra = set(sampler) - set(F.SAMPLER_TENSORS)

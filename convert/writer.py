@@ -12,7 +12,6 @@ import numpy as np
 
 from mtpchat import format as F
 
-SUPPORTED_ARCHS = ("llama", "qwen2", "qwen3", "gemma3")
 TOKEN_TYPE_CONTROL = 3
 
 
@@ -74,8 +73,8 @@ def write_mtp_gguf(base, out: str | Path, parts: MtpParts, *, force: bool = Fals
     if F.KEY_VERSION in g.kv:
         raise F.FormatError(f"{getattr(g, 'path', base)} is already an MTP model")
     arch = str(g.kv.get("general.architecture", ""))
-    if arch not in SUPPORTED_ARCHS:
-        raise F.FormatError(f"architecture '{arch}' is not supported yet (supported: {', '.join(SUPPORTED_ARCHS)})")
+    if arch not in F.SUPPORTED_ARCHS:
+        raise F.FormatError(f"architecture '{arch}' is not supported yet (supported: {', '.join(F.SUPPORTED_ARCHS)})")
     embd = g.tensors.get("token_embd.weight")
     if embd is None:
         raise F.FormatError("base has no token_embd.weight")
@@ -93,8 +92,7 @@ def write_mtp_gguf(base, out: str | Path, parts: MtpParts, *, force: bool = Fals
         n_out, n_in = t.shape
         if a.shape != (parts.rank, n_in) or b.shape != (n_out, parts.rank):
             raise F.FormatError(f"LoRA {name}: A {a.shape} / B {b.shape} do not fit base weight ({n_out}, {n_in}) at rank {parts.rank}")
-    for name in F.SAMPLER_TENSORS:
-        want = {"fc1.weight": (n_embd, 2 * n_embd), "fc2.weight": (n_embd, n_embd)}.get(name, (n_embd,))
+    for name, want in F.sampler_shapes(n_embd).items():
         if name not in parts.sampler or parts.sampler[name].shape != want:
             raise F.FormatError(f"sampler tensor {name} missing or not of shape {want}")
     mask_ids = list(range(n_vocab, n_vocab + k))

@@ -31,6 +31,14 @@ SAMPLER_TENSORS = ("fc1.weight", "fc1.bias", "norm1.weight", "norm1.bias",
                    "fc2.weight", "fc2.bias", "norm2.weight", "norm2.bias")
 SAMPLER_PREFIX = "mtp.sampler."
 
+def sampler_shapes(d: int) -> dict[str, tuple[int, ...]]:
+    """The shape of every sampler tensor for hidden size d (numpy order: (out, in))."""
+    return {name: {"fc1.weight": (d, 2 * d), "fc2.weight": (d, d)}.get(name, (d,)) for name in SAMPLER_TENSORS}
+
+
+# base architectures the gated adapter and the MTP file support (dense llama/qwen/gemma blocks)
+SUPPORTED_ARCHS = ("llama", "qwen2", "qwen3", "gemma3")
+
 # the linear layers of a llama/qwen/gemma block, by their GGUF names
 LORA_TARGETS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
 
@@ -126,14 +134,13 @@ def read_mtp_info(g) -> MtpInfo | None:
         raise FormatError(f"unsupported sampler head ({info.sampler_act}, {info.sampler_norm})")
     embd = g.tensors.get("token_embd.weight")
     n_embd = embd.shape[-1] if embd is not None else -1
-    shapes = {"fc1.weight": (n_embd, 2 * n_embd), "fc2.weight": (n_embd, n_embd)}
-    for name in SAMPLER_TENSORS:
+    for name, shape in sampler_shapes(n_embd).items():
         t = g.tensors.get(SAMPLER_PREFIX + name)
         if t is None:
             raise FormatError(f"missing tensor {SAMPLER_PREFIX + name}")
         if t.type.name not in ("F32", "F16"):
             raise FormatError(f"tensor {t.name} must be F32 or F16")
-        if t.shape != shapes.get(name, (n_embd,)):
-            raise FormatError(f"tensor {t.name} has shape {t.shape}, expected {shapes.get(name, (n_embd,))}")
+        if t.shape != shape:
+            raise FormatError(f"tensor {t.name} has shape {t.shape}, expected {shape}")
         info.sampler[name] = np.array(t.data, dtype=np.float32)
     return info

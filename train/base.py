@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-ARCHITECTURES = ("llama", "qwen2", "qwen3", "gemma3")
+from mtpchat.format import SUPPORTED_ARCHS
 
 
 class TrainError(ValueError):
@@ -95,8 +95,8 @@ def load_base(spec: str | Path, *, dtype=None, device=None):
     arch = model.config.model_type
     if arch == "gemma3_text":
         arch = "gemma3"
-    if arch not in ARCHITECTURES:
-        raise TrainError(f"architecture '{arch}' is not supported (supported: {', '.join(ARCHITECTURES)})")
+    if arch not in SUPPORTED_ARCHS:
+        raise TrainError(f"architecture '{arch}' is not supported (supported: {', '.join(SUPPORTED_ARCHS)})")
     model.config.architecture_name = arch
     model.eval()
     for prm in model.parameters():

@@ -15,9 +15,11 @@ import sys
 import tarfile
 from pathlib import Path
 
+from mtpchat.native import LLAMA_CPP_PYTHON_VERSION as SDIST_VERSION
+from mtpchat.native import cache_dir
+
 from .checkpoint import PICKLE_SUFFIXES, ConvertError
 
-SDIST_VERSION = "0.3.36"
 VENDOR = f"llama_cpp_python-{SDIST_VERSION}/vendor/llama.cpp/"
 NEEDED = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")
 # --outtype → convert_hf_to_gguf's --outtype; keep = the weights' own float type (source_type),
@@ -26,13 +28,6 @@ OUTTYPES = {"keep": None, "f16": "f16", "q8_0": "q8_0", "q4_0": "f16"}
 ST_TO_OUTTYPE = {"F32": "f32", "F16": "f16", "BF16": "bf16"}
 SKIP_IN_STAGING = {"mtp_config.json", "adapter_model.safetensors", "sampler.safetensors",
                    "mask_embeddings.safetensors", "adapter_config.json"}
-
-
-def cache_dir() -> Path:
-    """Same cache as native/build.py."""
-    root = os.environ.get("MTPCHAT_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "mtpchat")
-    return Path(root)
 
 
 def missing_modules() -> list[str]:

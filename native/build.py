@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import os
 import platform
 import shutil
@@ -20,8 +21,21 @@ import tempfile
 import time
 from pathlib import Path
 
-VERSION = "0.3.36"
-SDIST_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
+HERE = Path(__file__).resolve().parent
+
+
+def _load_pin():
+    """mtpchat/native.py (standard library only), by its path: mtpchat is not installed yet."""
+    spec = importlib.util.spec_from_file_location("_mtpchat_native_pin", HERE.parent / "mtpchat" / "native.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+_pin = _load_pin()
+VERSION = _pin.LLAMA_CPP_PYTHON_VERSION
+SDIST_SHA256 = _pin.SDIST_SHA256
+cache_dir = _pin.cache_dir
 # The Python package needs only libllama and ggml: skip llama.cpp's tools, tests and mtmd.
 BASE_CMAKE_ARGS = [
     "-DLLAVA_BUILD=OFF",
@@ -30,18 +44,11 @@ BASE_CMAKE_ARGS = [
     "-DLLAMA_BUILD_TOOLS=OFF",
     "-DLLAMA_BUILD_SERVER=OFF",
 ]
-HERE = Path(__file__).resolve().parent
 PATCHES = sorted((HERE / "patches").glob("*.patch"))
 
 
 def log(msg: str) -> None:
     print(f"[native] {msg}", file=sys.stderr, flush=True)
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("MTPCHAT_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "mtpchat")
-    return Path(root)
 
 
 def cpu_features() -> str:

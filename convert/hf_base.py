@@ -133,13 +133,9 @@ def convert_hf(folder: Path, out: Path, outtype: str, workdir: Path) -> Path:
 
 def quantize(src: Path, dst: Path, outtype: str) -> None:
     """llama.cpp's own quantiser, as llama-quantize runs it (its per-tensor type choices included)."""
-    import llama_cpp
+    from mtpchat import binding as B
 
-    ftype = {"q4_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0, "q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0,
-             "q4_k_m": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M}[outtype]
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = ftype
-    params.nthread = os.cpu_count() or 1
-    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), params)
-    if rc != 0 or not dst.is_file():
-        raise ConvertError(f"llama.cpp could not quantise the base to {outtype.upper()}")
+    try:
+        B.quantize_model(src, dst, outtype)
+    except B.LlamaError:
+        raise ConvertError(f"llama.cpp could not quantise the base to {outtype.upper()}") from None

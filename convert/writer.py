@@ -49,7 +49,7 @@ def _append_rows(tensor, rows: np.ndarray) -> np.ndarray:
             new = quants.quantize(rows.astype(np.float32), qtype)
         except (NotImplementedError, quants.QuantError):
             # K-quants and the like: gguf-py can only dequantise them, ggml itself can quantise
-            from .ggml_quant import quantize_rows
+            from mtpchat.binding import quantize_rows
             try:
                 new = quantize_rows(rows, qtype)
             except (NotImplementedError, OSError, AttributeError):

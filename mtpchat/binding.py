@@ -1,5 +1,6 @@
 """The one place where mtpchat talks ctypes: llama_cpp's low-level API plus the functions the
-native patch adds (declared on the library handle that llama_cpp already loaded)."""
+native patch adds (declared on the library handle that llama_cpp already loaded), and ggml's
+own quantisers for `mtpchat convert`."""
 from __future__ import annotations
 
 import ctypes
@@ -127,6 +128,12 @@ class Model:
 
     def is_eog(self, token: int) -> bool:
         return bool(C.llama_vocab_is_eog(self.vocab, token))
+
+    @property
+    def end_of_turn(self) -> int:
+        """The token that ends a turn: the vocabulary's EOT, else its EOS; -1 when it has neither."""
+        eot = C.llama_vocab_eot(self.vocab)
+        return eot if eot >= 0 else C.llama_vocab_eos(self.vocab)
 
     def meta(self, key: str) -> str | None:
         buf = ctypes.create_string_buffer(1 << 16)
@@ -308,3 +315,67 @@ class Context:
 
     def clear(self) -> None:
         C.llama_memory_clear(self.mem, True)
+
+
+# -- quantisation (mtpchat convert) ------------------------------------------------------------
+
+# --outtype / test names -> llama.cpp file types for llama_model_quantize
+QUANT_FTYPES = {"q4_0": C.LLAMA_FTYPE_MOSTLY_Q4_0, "q8_0": C.LLAMA_FTYPE_MOSTLY_Q8_0,
+                "q4_k_m": C.LLAMA_FTYPE_MOSTLY_Q4_K_M}
+
+
+def quantize_model(src: str | Path, dst: str | Path, ftype: str, n_threads: int | None = None) -> None:
+    """Quantise the GGUF `src` to `dst` with llama.cpp's own quantiser, as llama-quantize runs it
+    (its per-tensor type choices included). `ftype` is a key of QUANT_FTYPES."""
+    params = C.llama_model_quantize_default_params()
+    params.ftype = QUANT_FTYPES[ftype]
+    params.nthread = n_threads or os.cpu_count() or 1
+    _log_tail.clear()
+    rc = C.llama_model_quantize(str(src).encode(), str(dst).encode(), params)
+    if rc != 0 or not Path(dst).is_file():
+        raise LlamaError(f"llama.cpp could not quantise {src} to {ftype.upper()}: {_last_error('unknown error')}")
+
+
+_ggml = None
+
+
+def _ggml_base():
+    """libggml-base, loaded by libllama and lying next to it: gguf-py quantises only the simple
+    block types (Q4_0 ... Q8_0); K-quants and IQ types need ggml's C code, and this way the same
+    library (so the same rounding) that reads a model's rows writes the new ones."""
+    global _ggml
+    if _ggml is None:
+        folder = Path(C._lib._name).parent
+        cands = sorted(folder.glob("libggml-base.*")) + sorted(folder.glob("ggml-base.*"))
+        if not cands:
+            raise OSError(f"libggml-base not found next to {C._lib._name}")
+        lib = ctypes.CDLL(str(cands[0]))
+        lib.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                                            ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
+        lib.ggml_quantize_chunk.restype = ctypes.c_size_t
+        lib.ggml_quantize_requires_imatrix.argtypes = [ctypes.c_int]
+        lib.ggml_quantize_requires_imatrix.restype = ctypes.c_bool
+        lib.ggml_row_size.argtypes = [ctypes.c_int, ctypes.c_int64]
+        lib.ggml_row_size.restype = ctypes.c_size_t
+        _ggml = lib
+    return _ggml
+
+
+def quantize_rows(rows: np.ndarray, qtype: int) -> np.ndarray:
+    """`rows` (n, n_per_row) float32 as ggml type `qtype` (ggml_quantize_chunk): uint8 array
+    (n, row_bytes).
+
+    Raises NotImplementedError for types that need an importance matrix (IQ1/IQ2 ...): rows made
+    without one would be poor, and there is none."""
+    lib = _ggml_base()
+    qtype = int(qtype)
+    if lib.ggml_quantize_requires_imatrix(qtype):
+        raise NotImplementedError("this type needs an importance matrix")
+    src = np.ascontiguousarray(rows, dtype=np.float32)
+    n, n_per_row = src.shape
+    row_bytes = lib.ggml_row_size(qtype, n_per_row)
+    dst = np.zeros((n, row_bytes), dtype=np.uint8)
+    written = lib.ggml_quantize_chunk(qtype, src.ctypes.data, dst.ctypes.data, 0, n, n_per_row, None)
+    if written != dst.nbytes:
+        raise RuntimeError(f"ggml_quantize_chunk wrote {written} bytes, expected {dst.nbytes}")
+    return dst

@@ -79,9 +79,6 @@ def generate_gguf(gguf: str | Path, prompts: list[dict], cache: str | Path, *, m
                   n_threads: int | None = None) -> list[dict]:
     """Greedy answers of the base GGUF for every prompt not yet in `cache`; returns all examples.
     Prompts are formatted exactly as `mtpchat run` formats them (mtpchat.chat.ChatFormat)."""
-
-    import llama_cpp.llama_cpp as C
-
     from mtpchat.chat import ChatFormat, ChatTemplateError
     from mtpchat.engine import Engine
     from mtpchat.sampling import GREEDY
@@ -102,8 +99,7 @@ def generate_gguf(gguf: str | Path, prompts: list[dict], cache: str | Path, *, m
         if not eng.model.chat_template():
             raise TrainError(f"{gguf} has no chat template: cannot format the prompts")
         chat = ChatFormat(eng.model)
-        eot = C.llama_vocab_eot(eng.model.vocab)
-        eot = eot if eot >= 0 else C.llama_vocab_eos(eng.model.vocab)
+        eot = eng.model.end_of_turn
 
         def answer(p):
             try:

@@ -21,8 +21,10 @@ def main() -> int:
     args = ap.parse_args()
 
     from mtpchat import binding as B
-    from mtpchat.convert.synthetic import write_random_mtp
     from mtpchat.models import default_model_path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))   # the test fixtures
+    from synthetic import write_random_mtp
 
     base = args.model or default_model_path()
     if base is None:

@@ -20,14 +20,14 @@ def _isolated_caches(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory):
-    from mtpchat.convert.synthetic import write_tiny_llama
+    from synthetic import write_tiny_llama
 
     return write_tiny_llama(tmp_path_factory.mktemp("tiny") / "tiny.gguf")
 
 
 @pytest.fixture(scope="session")
 def tiny_mtp(tiny_base):
-    from mtpchat.convert.synthetic import write_random_mtp
+    from synthetic import write_random_mtp
 
     return write_random_mtp(tiny_base, tiny_base.with_name("tiny-mtp.gguf"), k=3, rank=8, seed=1)
 
@@ -44,7 +44,7 @@ def smol_path():
 
 @pytest.fixture(scope="session")
 def smol_mtp(smol_path, tmp_path_factory):
-    from mtpchat.convert.synthetic import write_random_mtp
+    from synthetic import write_random_mtp
 
     return write_random_mtp(smol_path, tmp_path_factory.mktemp("smol") / "smol-mtp.gguf", k=4, rank=16, seed=2)
 

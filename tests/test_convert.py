@@ -6,13 +6,13 @@ import os
 import numpy as np
 import pytest
 import typer
+from synthetic import random_mtp_parts, write_tiny_hf_llama, write_tiny_llama
 from typer.testing import CliRunner
 
 from mtpchat import binding as B
 from mtpchat import format as F
 from mtpchat.convert import checkpoint as C
 from mtpchat.convert.command import convert, register
-from mtpchat.convert.synthetic import random_mtp_parts, write_tiny_llama
 from mtpchat.convert.tensorfile import TensorFileError, read_safetensors, write_safetensors
 from mtpchat.convert.writer import write_mtp_gguf
 
@@ -242,8 +242,6 @@ def torch_reference(hf, lora, masks, alpha_over_r, tokens_ordinary, k):
 
 
 def test_hf_base_in_checkpoint_matches_torch(tmp_path, smol_path, hf_ready):
-    from mtpchat.convert.synthetic import write_tiny_hf_llama
-
     src = tmp_path / "ck"
     write_tiny_hf_llama(src, smol_path)  # full base weights inside the checkpoint folder
     lora, masks, cfg = hf_checkpoint(src, src)
@@ -268,8 +266,6 @@ def test_hf_base_in_checkpoint_matches_torch(tmp_path, smol_path, hf_ready):
 
 
 def test_hf_base_folder_q4_0(tmp_path, smol_path, hf_ready):
-    from mtpchat.convert.synthetic import write_tiny_hf_llama
-
     hf = write_tiny_hf_llama(tmp_path / "hf", smol_path, hidden=64)
     hf_checkpoint(tmp_path / "ck", hf)
     r = cli(tmp_path / "ck", "--base", hf, "--outtype", "q4_0", "-o", tmp_path / "o.gguf")

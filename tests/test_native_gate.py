@@ -4,7 +4,7 @@ import pytest
 
 from mtpchat import binding as B
 from mtpchat import format as F
-from mtpchat.convert.synthetic import random_mtp_parts, write_adapter_gguf
+from synthetic import random_mtp_parts, write_adapter_gguf
 
 
 def decode_all(ctx, tokens, start=0, outputs=None, pos=None, seqs=None):

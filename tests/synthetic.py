@@ -1,5 +1,6 @@
-"""Random-weight models for tests and benchmarks: a tiny llama GGUF from scratch, and random
-MTP parts (gated LoRA, mask embeddings, sampler) for any supported base GGUF."""
+"""Random-weight models for the tests and native/bench_gate.py: a tiny llama GGUF from scratch,
+random MTP parts (gated LoRA, mask embeddings, sampler) for any supported base GGUF, and a tiny
+Hugging Face llama folder. Test fixtures: not part of the installed package."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,11 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from mtpchat import format as F
-
-from .writer import MtpParts, write_mtp_gguf
-
-CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+from mtpchat.chat import CHATML
+from mtpchat.convert.writer import MtpParts, write_mtp_gguf
 
 
 def write_tiny_llama(path: str | Path, *, n_vocab_extra: int = 64, n_embd: int = 64, n_layer: int = 2,
@@ -176,7 +174,7 @@ def write_tiny_hf_llama(folder: str | Path, smol_gguf: str | Path, *, hidden: in
     tokenizer) small enough for tests; vocabulary 49152 as SmolLM2's."""
     import json
 
-    from .tensorfile import write_safetensors
+    from mtpchat.convert.tensorfile import write_safetensors
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,15 @@
-"""Read an MTP checkpoint folder (docs/CHECKPOINT.md) and turn it into `MtpParts` for a base GGUF.
+"""The MTP checkpoint format (docs/CHECKPOINT.md) at the numpy level: its constants and names,
+reading and checking a folder, and turning it into `MtpParts` for a base GGUF (and back).
 
-Every check that can fail on user input raises `ConvertError` with one readable line.
+    mtp_config.json               what the parts are (format "mtpchat-checkpoint", version 1)
+    adapter_model.safetensors     gated LoRA, PEFT names, Hugging Face (un-permuted) layout
+    sampler.safetensors           fc1/norm1/fc2/norm2 weights and biases
+    mask_embeddings.safetensors   mask_embeddings (k, d) [+ mask_output (k, d) for untied outputs]
+    resume/                       trainer only (optimizer state, step); converters ignore it
+
+`mtpchat convert` and the trainer (train/checkpoint.py, which writes the tensors from torch) both
+take the format from here. Every check that can fail on user input raises `ConvertError` with
+one readable line.
 """
 from __future__ import annotations
 
@@ -16,26 +25,32 @@ from mtpchat import format as F
 from .tensorfile import TensorFileError, read_header, read_safetensors
 from .writer import MtpParts
 
-CHECKPOINT_FORMAT = "mtpchat-checkpoint"
-CHECKPOINT_VERSION = 1
+FORMAT = "mtpchat-checkpoint"
+FORMAT_VERSION = 1
 CONFIG = "mtp_config.json"
 ADAPTER = "adapter_model.safetensors"
 SAMPLER = "sampler.safetensors"
 MASKS = "mask_embeddings.safetensors"
+RESUME = "resume"
+FILES = (CONFIG, ADAPTER, SAMPLER, MASKS)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+# what PEFT puts before `layers.` for a causal LM; readers match from `layers.` on (PEFT_NAME)
+PEFT_PREFIX = "base_model.model.model."
 
-# PEFT module name -> GGUF tensor name of the same linear layer
+# Hugging Face module name -> GGUF tensor name of the same linear layer
 HF_TO_GGUF = {"q_proj": "attn_q", "k_proj": "attn_k", "v_proj": "attn_v", "o_proj": "attn_output",
               "gate_proj": "ffn_gate", "up_proj": "ffn_up", "down_proj": "ffn_down"}
+ATTENTION_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")   # under self_attn; the rest under mlp
 # `...layers.{i}.self_attn.q_proj.lora_A.weight`; the prefix before `layers` varies with the
 # model class (model., model.language_model., ...), so only the tail is matched
 PEFT_NAME = re.compile(r"(?:^|\.)layers\.(\d+)\.(?:self_attn|mlp)\.(\w+)\.lora_([AB])(?:\.default)?\.weight$")
 # architectures whose llama.cpp converter permutes Q/K rows for its rope layout
 PERMUTED_QK = ("llama",)
+SAMPLER_EPS = 1e-5
 
 
 class ConvertError(Exception):
-    """A conversion cannot go ahead; the message is shown to the user as it is."""
+    """A checkpoint cannot be read or converted; the message is shown to the user as it is."""
 
 
 @dataclass
@@ -51,6 +66,43 @@ class Checkpoint:
     alpha: float
     targets: list[str]
     sampler_eps: float
+
+
+# -- names --------------------------------------------------------------------------------------
+
+def peft_stem(layer: int, module: str) -> str:
+    """`layers.{i}.self_attn.q_proj` / `layers.{i}.mlp.down_proj`: a LoRA module's path in the block."""
+    return f"layers.{layer}.{'self_attn' if module in ATTENTION_MODULES else 'mlp'}.{module}"
+
+
+def peft_name(stem: str, ab: str, prefix: str = PEFT_PREFIX) -> str:
+    """The adapter tensor name of LoRA matrix `ab` ("A" or "B") of the module at `stem`."""
+    return f"{prefix}{stem}.lora_{ab}.weight"
+
+
+# -- mtp_config.json ----------------------------------------------------------------------------
+
+def make_config(*, base_model: str, architecture: str, hidden_size: int, vocab_size: int, n_masks: int,
+                rank: int, alpha: float, targets, mask_tokens=None, norm_eps: float = SAMPLER_EPS,
+                training: dict | None = None) -> dict:
+    """The mtp_config.json of a checkpoint (docs/CHECKPOINT.md)."""
+    cfg = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "base_model": base_model,
+        "architecture": architecture, "hidden_size": int(hidden_size), "vocab_size": int(vocab_size),
+        "n_masks": int(n_masks),
+        "mask_tokens": list(mask_tokens or [F.mask_token_text(j + 1) for j in range(n_masks)]),
+        "lora": {"rank": int(rank), "alpha": float(alpha), "target_modules": list(targets)},
+        "sampler": {"type": F.SAMPLER_TYPE, "input": F.SAMPLER_INPUT, "activation": "silu",
+                    "norm": "layernorm", "norm_eps": float(norm_eps), "residual": True,
+                    "hidden_size": int(hidden_size)},
+    }
+    if training:
+        cfg["training"] = training
+    return cfg
+
+
+def write_config(folder: Path, cfg: dict) -> None:
+    (Path(folder) / CONFIG).write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
 
 
 def pickle_instead(folder: Path, stem: str) -> Path | None:
@@ -72,8 +124,8 @@ def _int(cfg: dict, key: str, where: str = CONFIG) -> int:
     return v
 
 
-def load_checkpoint(folder: str | Path) -> Checkpoint:
-    """Read and check mtp_config.json; the tensor files are checked when they are read."""
+def read_config(folder: str | Path) -> dict:
+    """mtp_config.json of `folder` as a dict, checked to be this format and version only."""
     folder = Path(folder)
     _require(folder.is_dir(), f"{folder} is not a folder")
     cfg_path = folder / CONFIG
@@ -86,10 +138,17 @@ def load_checkpoint(folder: str | Path) -> Checkpoint:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ConvertError(f"{cfg_path} is not valid JSON: {e}") from None
     _require(isinstance(cfg, dict), f"{CONFIG} must hold a JSON object")
-    _require(cfg.get("format") == CHECKPOINT_FORMAT, f"{CONFIG}: 'format' must be \"{CHECKPOINT_FORMAT}\"")
+    _require(cfg.get("format") == FORMAT, f"{CONFIG}: 'format' must be \"{FORMAT}\"")
     version = cfg.get("format_version")
-    _require(version == CHECKPOINT_VERSION,
-             f"checkpoint format version {version!r} is not supported (this mtpchat reads version {CHECKPOINT_VERSION})")
+    _require(version == FORMAT_VERSION,
+             f"checkpoint format version {version!r} is not supported (this mtpchat reads version {FORMAT_VERSION})")
+    return cfg
+
+
+def load_checkpoint(folder: str | Path) -> Checkpoint:
+    """Read and check mtp_config.json; the tensor files are checked when they are read."""
+    folder = Path(folder)
+    cfg = read_config(folder)
     arch = cfg.get("architecture")
     _require(arch in F.SUPPORTED_ARCHS,
              f"architecture {arch!r} is not supported yet (supported: {', '.join(F.SUPPORTED_ARCHS)})")
@@ -115,11 +174,13 @@ def load_checkpoint(folder: str | Path) -> Checkpoint:
     want = {"type": F.SAMPLER_TYPE, "input": F.SAMPLER_INPUT, "activation": "silu", "norm": "layernorm", "residual": True}
     for key, value in want.items():
         _require(s.get(key, value) == value, f"sampler {key} {s.get(key)!r} is not supported (only {value!r})")
-    eps = s.get("norm_eps", 1e-5)
+    eps = s.get("norm_eps", SAMPLER_EPS)
     _require(isinstance(eps, (int, float)) and not isinstance(eps, bool) and eps > 0, f"{CONFIG}: sampler 'norm_eps' must be positive")
     _require(s.get("hidden_size", d) == d, f"sampler hidden_size {s.get('hidden_size')} differs from hidden_size {d}")
     return Checkpoint(folder, cfg, arch, d, vocab, k, list(masks), rank, float(alpha), list(targets), float(eps))
 
+
+# -- tensor files -------------------------------------------------------------------------------
 
 def _read(folder: Path, name: str) -> dict[str, np.ndarray]:
     path = folder / name
@@ -147,6 +208,8 @@ def check_files(folder: Path) -> None:
             raise ConvertError(str(e)) from None
 
 
+# -- Q/K row order ------------------------------------------------------------------------------
+
 def permute_rows(b: np.ndarray, n_head: int) -> np.ndarray:
     """llama.cpp's Q/K row order for rope (LlamaModel.permute in convert_hf_to_gguf): within each
     head the two interleaved halves of the head dimension are regrouped. Applied to LoRA B, whose
@@ -154,6 +217,14 @@ def permute_rows(b: np.ndarray, n_head: int) -> np.ndarray:
     n_out = b.shape[0]
     return b.reshape(n_head, 2, n_out // n_head // 2, *b.shape[1:]).swapaxes(1, 2).reshape(b.shape)
 
+
+def unpermute_rows(b: np.ndarray, n_head: int) -> np.ndarray:
+    """Inverse of `permute_rows`: llama.cpp's Q/K row order back to Hugging Face's."""
+    n_out = b.shape[0]
+    return b.reshape(n_head, n_out // n_head // 2, 2, *b.shape[1:]).swapaxes(1, 2).reshape(b.shape)
+
+
+# -- against a base GGUF ------------------------------------------------------------------------
 
 def base_facts(g) -> dict:
     """What the checks need from a base GGUF."""
@@ -235,14 +306,8 @@ def build_parts(ck: Checkpoint, base: dict) -> MtpParts:
                     lora_dtype="F16" if all_f16 else "F32", mask_tokens=list(ck.mask_tokens))
 
 
-def unpermute_rows(b: np.ndarray, n_head: int) -> np.ndarray:
-    """Inverse of `permute_rows`: llama.cpp's Q/K row order back to Hugging Face's."""
-    n_out = b.shape[0]
-    return b.reshape(n_head, n_out // n_head // 2, 2, *b.shape[1:]).swapaxes(1, 2).reshape(b.shape)
-
-
 def write_checkpoint(folder: str | Path, parts: MtpParts, *, arch: str, vocab_size: int, n_head: int = 0,
-                     n_head_kv: int = 0, base_model: str = "", hf_prefix: str = "base_model.model.model.") -> Path:
+                     n_head_kv: int = 0, base_model: str = "", hf_prefix: str = PEFT_PREFIX) -> Path:
     """Write `parts` (GGUF names and row order, as convert produces them) as a checkpoint folder in
     the trainer's format: the inverse of `build_parts`. Used by tests and tools."""
     from .tensorfile import write_safetensors
@@ -256,19 +321,14 @@ def write_checkpoint(folder: str | Path, parts: MtpParts, *, arch: str, vocab_si
         module = to_hf[target]
         if arch in PERMUTED_QK and target in ("attn_q", "attn_k"):
             b = unpermute_rows(b, n_head if target == "attn_q" else n_head_kv)
-        group = "self_attn" if module.endswith(("q_proj", "k_proj", "v_proj", "o_proj")) else "mlp"
-        stem = f"{hf_prefix}layers.{layer}.{group}.{module}"
-        adapter[f"{stem}.lora_A.weight"] = a
-        adapter[f"{stem}.lora_B.weight"] = b
+        stem = peft_stem(int(layer), module)
+        adapter[peft_name(stem, "A", hf_prefix)] = a
+        adapter[peft_name(stem, "B", hf_prefix)] = b
     k, d = parts.mask_embd.shape
     targets = sorted({to_hf[n.split(".")[2]] for n in parts.lora}, key=list(HF_TO_GGUF).index)
-    cfg = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "base_model": base_model,
-           "architecture": arch, "hidden_size": int(d), "vocab_size": int(vocab_size), "n_masks": int(k),
-           "mask_tokens": list(parts.mask_tokens or [F.mask_token_text(j + 1) for j in range(k)]),
-           "lora": {"rank": parts.rank, "alpha": parts.alpha, "target_modules": targets},
-           "sampler": {"type": F.SAMPLER_TYPE, "input": F.SAMPLER_INPUT, "activation": "silu", "norm": "layernorm",
-                       "norm_eps": parts.sampler_eps, "residual": True, "hidden_size": int(d)}}
-    (folder / CONFIG).write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+    write_config(folder, make_config(base_model=base_model, architecture=arch, hidden_size=d, vocab_size=vocab_size,
+                                     n_masks=k, rank=parts.rank, alpha=parts.alpha, targets=targets,
+                                     mask_tokens=parts.mask_tokens, norm_eps=parts.sampler_eps))
     write_safetensors(folder / ADAPTER, adapter)
     write_safetensors(folder / SAMPLER, dict(parts.sampler))
     masks = {"mask_embeddings": parts.mask_embd}

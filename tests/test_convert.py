@@ -2,6 +2,7 @@
 errors it gives for bad input."""
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,8 @@ from mtpchat.convert import checkpoint as C
 from mtpchat.convert.command import convert, register
 from mtpchat.convert.tensorfile import TensorFileError, read_safetensors, write_safetensors
 from mtpchat.convert.writer import write_mtp_gguf
+
+TRAINED = Path(__file__).resolve().parent.parent / "train" / "checkpoints" / "smollm2-135m-k4"
 
 
 def make_app():
@@ -151,6 +154,16 @@ def test_smollm2_gguf_base(tmp_path, smol_path):
     rows = g.rows("token_embd.weight", np.array(s.mask_ids))
     assert np.abs(rows - parts.mask_embd).max() < 0.02 * np.abs(parts.mask_embd).max()
     assert_mtp_file(s.out, smol_path, parts, k=4)
+
+
+def test_trained_checkpoint_still_converts(tmp_path, smol_path):
+    """The version-1 checkpoint trained in this repository reads, checks and converts onto its base."""
+    ck = C.load_checkpoint(TRAINED)
+    assert (ck.arch, ck.n_masks, ck.rank, ck.alpha) == ("llama", 4, 16, 32.0)
+    s = convert(str(TRAINED), str(smol_path), tmp_path / "smol-k4.gguf")
+    assert s.n_masks == 4 and s.n_lora == 30 * 7 and s.rank == 16
+    info = F.read_mtp_info(F.open_gguf(s.out))
+    assert info.mask_ids == s.mask_ids and info.lora_alpha == 32.0
 
 
 def test_k_quant_base(tmp_path):

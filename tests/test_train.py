@@ -125,7 +125,7 @@ def test_untrained_sampler_is_the_plain_mask_head(tiny_base):
 def test_checkpoint_converts_and_runs_in_llama_cpp(tiny_base, tmp_path):
     from mtpchat import binding as B
     from mtpchat import format as F
-    from mtpchat.convert.writer import write_mtp_gguf
+    from mtpchat.convert.command import convert
     from mtpchat.engine import Engine
     from mtpchat.sampler_head import SamplerHead
     from mtpchat.sampling import GREEDY
@@ -154,9 +154,8 @@ def test_checkpoint_converts_and_runs_in_llama_cpp(tiny_base, tmp_path):
     for (n1, p1), (n2, p2) in zip(model.named_parameters(), other.named_parameters()):
         assert torch.equal(p1, p2), n1
 
-    c = model.base.config
-    parts = ckpt.to_mtp_parts(folder, n_head=c.num_attention_heads, n_head_kv=c.num_key_value_heads)
-    gguf = write_mtp_gguf(tiny_base, tmp_path / "tiny-mtp.gguf", parts)
+    # the checked path users take: mtpchat convert (llama Q/K rows of lora_B permuted there)
+    gguf = convert(str(folder), str(tiny_base), tmp_path / "tiny-mtp.gguf").out
     info = F.read_mtp_info(F.open_gguf(gguf))
     assert info.n_masks == K and info.lora_rank == 4
 
@@ -200,6 +199,50 @@ def test_checkpoint_converts_and_runs_in_llama_cpp(tiny_base, tmp_path):
     plain = Engine(tiny_base, mtp=False, n_ctx=128)
     assert out == [t.id for t in plain.generate(prefix, GREEDY, max_tokens=6)]
     plain.close()
+
+
+def test_saved_checkpoint_is_the_shared_format_and_resumes(tiny_base, tmp_path):
+    """A few steps, saved: convert's checks accept the folder, its resume/ state loads, and a new
+    Trainer on the same folder carries on from it with the same weights."""
+    from mtpchat.convert import checkpoint as C
+
+    model, arch = fresh(tiny_base)
+    data = Examples(train=synthetic_examples(6), dev=synthetic_examples(1, seed=1))
+    cfg = TrainConfig(n_masks=K, rank=4, alpha=8, lr=5e-3, warmup=1, steps=2, batch_tokens=40, save_every=0,
+                      eval_every=0)
+    out = Trainer(model, data, cfg, tmp_path / "ck", base_name="t", architecture=arch).save()
+    ck = C.load_checkpoint(out)
+    assert (ck.n_masks, ck.rank, ck.alpha, ck.arch) == (K, 4, 8.0, arch)
+    assert ck.targets == list(C.HF_TO_GGUF) and ckpt.read_config(out) == ck.config
+    assert set(ckpt.load_tensors(out)[1]) == {C.peft_name(stem, ab) for stem in model.lora for ab in "AB"}
+    assert ckpt.load_resume(out)["trainer"]["step"] == 0
+    saved = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    with torch.no_grad():
+        for lin in model.lora.values():
+            lin.lora_B.normal_(std=0.1)
+    tr = Trainer(model, data, cfg, out, base_name="t", architecture=arch)   # resumes: the saved weights return
+    assert tr.step == 0 and all(torch.equal(p, saved[n]) for n, p in model.named_parameters() if n in saved)
+    tr.run()
+    again, _ = fresh(tiny_base, seed=7)
+    t2 = Trainer(again, data, cfg, out, base_name="t", architecture=arch)
+    assert t2.step == 2 and t2.opt.state_dict()["state"]
+    for (n, p1), (_, p2) in zip(model.named_parameters(), again.named_parameters()):
+        assert torch.equal(p1, p2), n
+
+
+def test_the_trained_checkpoint_loads_by_the_trainers_names():
+    """The version-1 checkpoint in train/checkpoints passes the shared checks, and `load_into`
+    finds each of its tensors under the name it looks for (PEFT names of the block's modules)."""
+    from mtpchat import format as F
+    from mtpchat.convert import checkpoint as C
+
+    folder = Path(__file__).resolve().parent.parent / "train" / "checkpoints" / "smollm2-135m-k4"
+    cfg, adapter, sampler, masks = ckpt.load_tensors(folder)
+    assert cfg["n_masks"] == 4 and cfg["lora"]["rank"] == 16
+    stems = [C.peft_stem(i, m) for i in range(30) for m in cfg["lora"]["target_modules"]]
+    assert set(adapter) == {C.peft_name(s, ab) for s in stems for ab in "AB"}
+    assert set(sampler) == set(F.SAMPLER_TENSORS) and set(masks) == {"mask_embeddings"}
+    assert ckpt.load_resume(folder) is None          # published without its optimizer state
 
 
 def test_resume_continues_from_the_saved_step(tiny_base, tmp_path):

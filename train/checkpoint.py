@@ -1,10 +1,9 @@
-"""The MTP checkpoint folder (shared with `mtpchat convert`) and the trainer's resume state.
+"""The trainer's side of the MTP checkpoint folder: the tensors of an MtpModel written with torch,
+loaded back into one, and the resume state. The format itself (file names, PEFT names, the
+config, its checks) is mtpchat.convert.checkpoint's (docs/CHECKPOINT.md):
 
-    mtp_config.json               what the parts are (format "mtpchat-checkpoint", version 1)
-    adapter_model.safetensors     gated LoRA, PEFT names, Hugging Face (un-permuted) layout
-    sampler.safetensors           fc1/norm1/fc2/norm2 weights and biases
-    mask_embeddings.safetensors   mask_embeddings (k, d) [+ mask_output (k, d) for untied outputs]
-    resume/                       trainer only (optimizer state, step); converters ignore it
+    mtp_config.json, adapter_model.safetensors, sampler.safetensors, mask_embeddings.safetensors
+    resume/                       trainer only: optimizer.pt (a state dict) and trainer.json (step)
 
 The whole folder is written next to its destination and swapped in by renames, so a reader sees
 either the previous checkpoint or the new one, never half of one.
@@ -16,59 +15,26 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
+from mtpchat.convert import checkpoint as C
+from mtpchat.convert.checkpoint import ADAPTER, CONFIG, MASKS, RESUME, SAMPLER, make_config  # noqa: F401
 
 from .base import TrainError
-
-FORMAT = "mtpchat-checkpoint"
-FORMAT_VERSION = 1
-CONFIG = "mtp_config.json"
-ADAPTER = "adapter_model.safetensors"
-SAMPLER = "sampler.safetensors"
-MASKS = "mask_embeddings.safetensors"
-RESUME = "resume"
-PEFT_PREFIX = "base_model.model.model."
-
-# Hugging Face module name -> GGUF tensor name part
-HF_TO_GGUF = {"q_proj": "attn_q", "k_proj": "attn_k", "v_proj": "attn_v", "o_proj": "attn_output",
-              "gate_proj": "ffn_gate", "up_proj": "ffn_up", "down_proj": "ffn_down"}
-
-
-def make_config(*, base_model: str, architecture: str, hidden_size: int, vocab_size: int, n_masks: int,
-                rank: int, alpha: float, targets, training: dict | None = None) -> dict:
-    from mtpchat import format as F
-
-    cfg = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "base_model": base_model,
-        "architecture": architecture, "hidden_size": hidden_size, "vocab_size": vocab_size,
-        "n_masks": n_masks, "mask_tokens": [F.mask_token_text(j + 1) for j in range(n_masks)],
-        "lora": {"rank": rank, "alpha": float(alpha), "target_modules": list(targets)},
-        "sampler": {"type": "mlp2", "input": "concat(embed(prev),hidden)", "activation": "silu",
-                    "norm": "layernorm", "norm_eps": 1e-5, "residual": True, "hidden_size": hidden_size},
-    }
-    if training:
-        cfg["training"] = training
-    return cfg
 
 
 def model_tensors(model) -> tuple[dict, dict, dict]:
     """(adapter, sampler, masks) tensors of an MtpModel, float32 on the CPU."""
+    import torch
+
     adapter = {}
-    for name, lin in model.lora.items():
-        adapter[f"{PEFT_PREFIX}{name}.lora_A.weight"] = lin.lora_A.detach().float().cpu().contiguous()
-        adapter[f"{PEFT_PREFIX}{name}.lora_B.weight"] = lin.lora_B.detach().float().cpu().contiguous()
+    for stem, lin in model.lora.items():
+        adapter[C.peft_name(stem, "A")] = lin.lora_A.detach().float().cpu().contiguous()
+        adapter[C.peft_name(stem, "B")] = lin.lora_B.detach().float().cpu().contiguous()
     sampler = {k: v.detach().float().cpu().contiguous() for k, v in model.sampler.state_dict().items()}
     masks = {"mask_embeddings": model.mask_emb.detach().float().cpu().contiguous()}
     if not getattr(model.base.config, "tie_word_embeddings", False):
         # untied output matrix: its mask rows are never trained (mask ids are banned), keep them zero
-        masks["mask_output"] = torch_zeros_like(masks["mask_embeddings"])
+        masks["mask_output"] = torch.zeros_like(masks["mask_embeddings"])
     return adapter, sampler, masks
-
-
-def torch_zeros_like(t):
-    import torch
-
-    return torch.zeros_like(t)
 
 
 def _swap_in(tmp: Path, out: Path) -> None:
@@ -94,7 +60,7 @@ def save_checkpoint(out: str | Path, model, config: dict, *, resume: dict | None
         save_file(adapter, str(tmp / ADAPTER), metadata={"format": "pt"})
         save_file(sampler, str(tmp / SAMPLER), metadata={"format": "pt"})
         save_file(masks, str(tmp / MASKS), metadata={"format": "pt"})
-        (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+        C.write_config(tmp, config)
         if resume is not None:
             (tmp / RESUME).mkdir()
             torch.save(resume["optimizer"], tmp / RESUME / "optimizer.pt")
@@ -116,17 +82,13 @@ def recover(out: Path) -> None:
 
 
 def read_config(folder: str | Path) -> dict:
+    """The checkpoint's mtp_config.json, checked as `mtpchat convert` checks it."""
     folder = Path(folder)
     recover(folder)
     try:
-        cfg = json.loads((folder / CONFIG).read_text())
-    except FileNotFoundError:
-        raise TrainError(f"{folder} is not an mtpchat checkpoint (no {CONFIG})") from None
-    except json.JSONDecodeError as e:
-        raise TrainError(f"{folder / CONFIG} is not valid JSON: {e}") from None
-    if cfg.get("format") != FORMAT or cfg.get("format_version") != FORMAT_VERSION:
-        raise TrainError(f"{folder} is not an mtpchat checkpoint of format version {FORMAT_VERSION}")
-    return cfg
+        return C.load_checkpoint(folder).config
+    except C.ConvertError as e:
+        raise TrainError(str(e)) from None
 
 
 def load_tensors(folder: str | Path) -> tuple[dict, dict, dict, dict]:
@@ -147,9 +109,9 @@ def load_into(model, folder: str | Path) -> dict:
 
     cfg, adapter, sampler, masks = load_tensors(folder)
     with torch.no_grad():
-        for name, lin in model.lora.items():
-            lin.lora_A.copy_(adapter[f"{PEFT_PREFIX}{name}.lora_A.weight"])
-            lin.lora_B.copy_(adapter[f"{PEFT_PREFIX}{name}.lora_B.weight"])
+        for stem, lin in model.lora.items():
+            lin.lora_A.copy_(adapter[C.peft_name(stem, "A")])
+            lin.lora_B.copy_(adapter[C.peft_name(stem, "B")])
         model.sampler.load_state_dict(sampler)
         model.mask_emb.copy_(masks["mask_embeddings"])
     return cfg
@@ -164,35 +126,3 @@ def load_resume(folder: str | Path) -> dict | None:
     return {"trainer": json.loads((folder / "trainer.json").read_text()),
             # weights_only: a checkpoint folder may come from elsewhere; never unpickle code
             "optimizer": torch.load(folder / "optimizer.pt", weights_only=True, map_location="cpu")}
-
-
-# -- towards the GGUF -------------------------------------------------------------------------
-
-def permute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
-    """llama.cpp's row order for Q/K of the llama architecture (convert_hf_to_gguf LlamaModel.permute)."""
-    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
-
-def to_mtp_parts(folder: str | Path, *, n_head: int, n_head_kv: int):
-    """The checkpoint as convert.writer.MtpParts (GGUF names and row order), for write_mtp_gguf."""
-    from mtpchat.convert.writer import MtpParts
-
-    cfg, adapter, sampler, masks = load_tensors(folder)
-    rank, alpha = int(cfg["lora"]["rank"]), float(cfg["lora"]["alpha"])
-    lora = {}
-    for key, a in adapter.items():
-        if not key.endswith(".lora_A.weight"):
-            continue
-        stem = key[len(PEFT_PREFIX):-len(".lora_A.weight")]      # layers.{i}.self_attn.q_proj
-        parts = stem.split(".")
-        layer, module = int(parts[1]), parts[-1]
-        b = adapter[key.replace("lora_A", "lora_B")].float().numpy()
-        if cfg["architecture"] == "llama" and module in ("q_proj", "k_proj"):
-            # the GGUF stores Q/K rows permuted for llama.cpp's rope; B's rows must follow
-            b = permute_qk(b, n_head if module == "q_proj" else n_head_kv)
-        lora[f"blk.{layer}.{HF_TO_GGUF[module]}.weight"] = (a.float().numpy(), np.ascontiguousarray(b))
-    mo = masks.get("mask_output")
-    return MtpParts(mask_embd=masks["mask_embeddings"].float().numpy(), lora=lora, rank=rank, alpha=alpha,
-                    sampler={k: v.float().numpy() for k, v in sampler.items()},
-                    mask_output=None if mo is None else mo.float().numpy(),
-                    sampler_eps=float(cfg["sampler"]["norm_eps"]))

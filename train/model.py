@@ -9,9 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mtpchat.convert.checkpoint import HF_TO_GGUF
+
 from .layout import Layout, additive
 
-TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+TARGETS = tuple(HF_TO_GGUF)   # every linear layer of a block, by its Hugging Face name
 
 
 class Gate:

@@ -171,7 +171,7 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
     """Describe a model: architecture, size, quantisation, context, MTP parts, chat template."""
-    from .inspect import describe
+    from .model_info import describe
 
     d = describe(model)
     if as_json:

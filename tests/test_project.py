@@ -34,3 +34,9 @@ def test_the_native_build_needs_only_the_standard_library():
         names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         names |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 0}
         assert names <= set(sys.stdlib_module_names) | {"__future__"}, (path.name, names - set(sys.stdlib_module_names))
+
+
+def test_no_module_shadows_the_standard_library():
+    """A module named like a standard one (inspect.py was) shadows it for scripts run from its folder."""
+    names = {p.stem for folder in ("mtpchat", "convert", "train") for p in (ROOT / folder).glob("*.py")}
+    assert not {n for n in names if not n.startswith("__")} & set(sys.stdlib_module_names)

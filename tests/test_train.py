@@ -345,6 +345,48 @@ def test_cli_bad_input_is_one_clear_line(tmp_path):
     assert r.exit_code == 1 and "error:" in r.output and "Traceback" not in r.output
 
 
+def test_cli_flags_build_one_train_config(tmp_path, monkeypatch):
+    """The flags' defaults are TrainConfig's, and the command hands `_train` one TrainConfig plus
+    the run options."""
+    from dataclasses import MISSING, fields
+
+    import typer
+    from typer.testing import CliRunner
+
+    from mtpchat.train import command
+
+    assert command.config_defaults() == {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
+    seen = []
+    monkeypatch.setattr(command, "_train", seen.append)
+    app = typer.Typer()
+
+    @app.callback()
+    def main():
+        pass
+
+    command.register(app)
+    r = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+    assert seen[-1].config == TrainConfig() and seen[-1].out == tmp_path / "o" and seen[-1].base is None
+    assert (seen[-1].device, seen[-1].dtype, seen[-1].max_new_tokens, seen[-1].init) == ("auto", "auto", 256, None)
+    r = CliRunner().invoke(app, ["train", "m.gguf", "-o", "o", "-k", "3", "--rank", "8", "--alpha", "16", "--lr", "1e-3",
+                                 "--warmup", "5", "--steps", "7", "--epochs", "2", "--batch-tokens", "256",
+                                 "--anchors", "64", "--max-minutes", "3", "--save-every", "20", "--eval-every", "0",
+                                 "--threads", "1", "--no-eval-at-start", "--eval-seqs", "4", "--ce-vocab", "data",
+                                 "--sampler-lr-scale", "0.5", "--seed", "2", "--init", "ck", "--prompts", "p.jsonl",
+                                 "--max-prompts", "9", "--data", "d.jsonl", "--targets-gguf", "t.gguf",
+                                 "--max-new-tokens", "64", "--device", "cpu", "--dtype", "fp32"])
+    assert r.exit_code == 0, r.output
+    assert seen[-1].config == TrainConfig(n_masks=3, rank=8, alpha=16, lr=1e-3, warmup=5, steps=7, epochs=2,
+                                          batch_tokens=256, anchors_per_seq=64, max_minutes=3, save_every=20,
+                                          eval_every=0, threads=1, eval_at_start=False, eval_seqs=4,
+                                          ce_vocab="data", sampler_lr_scale=0.5, seed=2)
+    o = seen[-1]
+    assert (o.base, o.out, o.init, o.prompts, o.max_prompts, o.data, o.targets_gguf, o.max_new_tokens, o.device,
+            o.dtype) == ("m.gguf", Path("o"), Path("ck"), Path("p.jsonl"), 9, Path("d.jsonl"), Path("t.gguf"), 64,
+                         "cpu", "fp32")
+
+
 def test_chunked_and_subset_cross_entropy(tiny_base):
     """The chunked CE equals one F.cross_entropy over the full logits; the subset CE equals the CE
     of the logits restricted to the subset's columns, with the labels renumbered."""

@@ -1,8 +1,14 @@
 """`mtpchat train`: the Typer command. `register(app)` adds it to mtpchat's CLI; torch and
-transformers are imported only when the command runs, so the rest of mtpchat works without them."""
+transformers are imported only when the command runs, so the rest of mtpchat works without them.
+
+The command turns its flags into a `TrainConfig` (the training hyper-parameters; its defaults are
+the flags' defaults) and a `TrainOptions` (where the base, the data and the output are) and runs
+`_train(opts)`.
+"""
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -18,21 +24,56 @@ def _fail(msg: str) -> None:
     raise typer.Exit(1)
 
 
+def config_defaults() -> dict:
+    """TrainConfig's field defaults, read from its source: trainer.py imports torch, which the CLI
+    must not load to build its options (every `mtpchat` start registers this command)."""
+    import ast
+    import importlib.util
+
+    try:
+        src = Path(importlib.util.find_spec("mtpchat.train.trainer").origin).read_text(encoding="utf-8")
+        cls = next(n for n in ast.parse(src).body if isinstance(n, ast.ClassDef) and n.name == "TrainConfig")
+        return {a.target.id: ast.literal_eval(a.value) for a in cls.body
+                if isinstance(a, ast.AnnAssign) and a.value is not None}
+    except (AttributeError, OSError, StopIteration, SyntaxError, ValueError) as e:
+        # an ImportError leaves the rest of the CLI working without this command
+        raise ImportError(f"mtpchat train: cannot read TrainConfig's defaults from train/trainer.py ({e!r})") from None
+
+
+_D = config_defaults()
+
+
+@dataclass
+class TrainOptions:
+    """What a training run needs besides its hyper-parameters (`config`, a TrainConfig)."""
+    config: object
+    base: Optional[str]
+    out: Path
+    prompts: Optional[Path]
+    max_prompts: Optional[int]
+    data: Optional[Path]
+    targets_gguf: Optional[Path]
+    max_new_tokens: int
+    device: str
+    dtype: str
+    init: Optional[Path]
+
+
 def train_command(
     base: Optional[str] = typer.Argument(None, help="Base model: a .gguf file, a Hugging Face folder or repo id (default: the bundled SmolLM2-135M-Instruct GGUF)."),
     out: Path = typer.Option(..., "--out", "-o", help="Checkpoint folder to write (resumed when it holds a checkpoint of this trainer)."),
-    masks: int = typer.Option(4, "--masks", "-k", min=1, max=16, help="Number of mask tokens k."),
-    rank: int = typer.Option(16, "--rank", min=1, help="LoRA rank."),
-    alpha: float = typer.Option(32.0, "--alpha", help="LoRA alpha (scale alpha/rank)."),
-    lr: float = typer.Option(5e-4, "--lr", help="Peak learning rate (AdamW)."),
-    warmup: int = typer.Option(20, "--warmup", min=0, help="Warm-up steps."),
-    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Optimizer steps (default: --epochs passes over the data)."),
-    epochs: float = typer.Option(1.0, "--epochs", min=0.01),
-    batch_tokens: int = typer.Option(1024, "--batch-tokens", min=16, help="Ordinary tokens per step (sequences are packed)."),
-    anchors: Optional[int] = typer.Option(None, "--anchors", min=1, help="Mask blocks per sequence (default: after every answer token)."),
-    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", min=0.0, help="Stop (and save) after this much training time."),
-    save_every: int = typer.Option(100, "--save-every", min=0),
-    eval_every: int = typer.Option(100, "--eval-every", min=0, help="Held-out tokens-per-step estimate every N steps (0: off)."),
+    masks: int = typer.Option(_D["n_masks"], "--masks", "-k", min=1, max=16, help="Number of mask tokens k."),
+    rank: int = typer.Option(_D["rank"], "--rank", min=1, help="LoRA rank."),
+    alpha: float = typer.Option(_D["alpha"], "--alpha", help="LoRA alpha (scale alpha/rank)."),
+    lr: float = typer.Option(_D["lr"], "--lr", help="Peak learning rate (AdamW)."),
+    warmup: int = typer.Option(_D["warmup"], "--warmup", min=0, help="Warm-up steps."),
+    steps: Optional[int] = typer.Option(_D["steps"], "--steps", min=1, help="Optimizer steps (default: --epochs passes over the data)."),
+    epochs: float = typer.Option(_D["epochs"], "--epochs", min=0.01),
+    batch_tokens: int = typer.Option(_D["batch_tokens"], "--batch-tokens", min=16, help="Ordinary tokens per step (sequences are packed)."),
+    anchors: Optional[int] = typer.Option(_D["anchors_per_seq"], "--anchors", min=1, help="Mask blocks per sequence (default: after every answer token)."),
+    max_minutes: Optional[float] = typer.Option(_D["max_minutes"], "--max-minutes", min=0.0, help="Stop (and save) after this much training time."),
+    save_every: int = typer.Option(_D["save_every"], "--save-every", min=0),
+    eval_every: int = typer.Option(_D["eval_every"], "--eval-every", min=0, help="Held-out tokens-per-step estimate every N steps (0: off)."),
     prompts: Optional[Path] = typer.Option(None, "--prompts", help="JSON Lines prompts instead of the built-in set."),
     max_prompts: Optional[int] = typer.Option(None, "--max-prompts", min=2, help="Use only the first N prompts."),
     data: Optional[Path] = typer.Option(None, "--data", help="Self-distillation cache (JSONL; default: beside --out)."),
@@ -40,13 +81,13 @@ def train_command(
     max_new_tokens: int = typer.Option(256, "--max-new-tokens", min=8, help="Answer length limit when generating targets."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     dtype: str = typer.Option("auto", "--dtype", help="Frozen base precision: auto (bf16 on CUDA or a CPU with native bf16, else fp32), bf16 or fp32."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch and for llama.cpp target generation (default: all)."),
-    eval_at_start: bool = typer.Option(True, "--eval-at-start/--no-eval-at-start", help="Estimate held-out tokens per step before the first step (counts against --max-minutes)."),
-    eval_seqs: int = typer.Option(16, "--eval-seqs", min=1, help="Held-out sequences in each tokens-per-step estimate."),
-    ce_vocab: str = typer.Option("full", "--ce-vocab", help="Softmax of the two CE losses over full (the whole vocabulary) or data (only the token ids the training answers use: ~12% faster here, but other ids are never pushed down)."),
+    threads: Optional[int] = typer.Option(_D["threads"], "--threads", min=1, help="CPU threads for torch and for llama.cpp target generation (default: all)."),
+    eval_at_start: bool = typer.Option(_D["eval_at_start"], "--eval-at-start/--no-eval-at-start", help="Estimate held-out tokens per step before the first step (counts against --max-minutes)."),
+    eval_seqs: int = typer.Option(_D["eval_seqs"], "--eval-seqs", min=1, help="Held-out sequences in each tokens-per-step estimate."),
+    ce_vocab: str = typer.Option(_D["ce_vocab"], "--ce-vocab", help="Softmax of the two CE losses over full (the whole vocabulary) or data (only the token ids the training answers use: ~12% faster here, but other ids are never pushed down)."),
     init: Optional[Path] = typer.Option(None, "--init", help="Start from this checkpoint's weights (a fresh optimizer), e.g. train/checkpoints/smollm2-135m-k4; ignored when --out already holds a run to resume."),
-    sampler_lr_scale: float = typer.Option(1.0, "--sampler-lr-scale", min=0.0, help="The sampler head's learning rate as a multiple of --lr."),
-    seed: int = typer.Option(0, "--seed"),
+    sampler_lr_scale: float = typer.Option(_D["sampler_lr_scale"], "--sampler-lr-scale", min=0.0, help="The sampler head's learning rate as a multiple of --lr."),
+    seed: int = typer.Option(_D["seed"], "--seed"),
 ) -> None:
     """Fine-tune a base model for multi-token prediction by self-distillation (gated LoRA + sampler)."""
     try:
@@ -57,9 +98,17 @@ def train_command(
     from mtpchat import format as F
 
     from .base import TrainError
+    from .trainer import TrainConfig
 
+    cfg = TrainConfig(n_masks=masks, rank=rank, alpha=alpha, lr=lr, warmup=warmup, steps=steps, epochs=epochs,
+                      batch_tokens=batch_tokens, anchors_per_seq=anchors, max_minutes=max_minutes,
+                      save_every=save_every, eval_every=eval_every, eval_seqs=eval_seqs, eval_at_start=eval_at_start,
+                      seed=seed, ce_vocab=ce_vocab, threads=threads, sampler_lr_scale=sampler_lr_scale)
+    opts = TrainOptions(config=cfg, base=base, out=out, prompts=prompts, max_prompts=max_prompts, data=data,
+                        targets_gguf=targets_gguf, max_new_tokens=max_new_tokens, device=device, dtype=dtype,
+                        init=init)
     try:
-        _train(**locals())
+        _train(opts)
     except (TrainError, F.FormatError) as e:
         _fail(str(e))
     except KeyboardInterrupt:
@@ -68,20 +117,20 @@ def train_command(
         _fail(f"{e.strerror or e}: {e.filename}" if getattr(e, "filename", None) else str(e))
 
 
-def _train(*, base, out, masks, rank, alpha, lr, warmup, steps, epochs, batch_tokens, anchors, max_minutes,
-           save_every, eval_every, prompts, max_prompts, data, targets_gguf, max_new_tokens, device, dtype, seed,
-           threads=None, eval_seqs=16, ce_vocab="full", eval_at_start=True, init=None, sampler_lr_scale=1.0, **_):
+def _train(opts: TrainOptions) -> None:
     import torch
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+    from mtpchat.convert.checkpoint import CONFIG
     from mtpchat.models import default_model_path
 
     from . import data as D
     from .base import TrainError, is_gguf, load_base, pick_device, pick_dtype
     from .model import MtpModel
-    from .trainer import Examples, Trainer, TrainConfig
+    from .trainer import Examples, Trainer
 
+    cfg, base, out, targets_gguf = opts.config, opts.base, opts.out, opts.targets_gguf
     console = Console(stderr=True)
     if base is None:
         p = default_model_path()
@@ -92,17 +141,17 @@ def _train(*, base, out, masks, rank, alpha, lr, warmup, steps, epochs, batch_to
         raise TrainError(f"no such GGUF file: {base}")
     if targets_gguf and not targets_gguf.is_file():
         raise TrainError(f"no such GGUF file: {targets_gguf}")
-    if ce_vocab not in ("data", "full"):
-        raise TrainError(f"unknown --ce-vocab '{ce_vocab}' (data, full)")
-    dev = pick_device(device)
-    dt = pick_dtype(dtype, dev)
-    torch.manual_seed(seed)
-    if dev.type == "cpu" and threads:
-        torch.set_num_threads(threads)
+    if cfg.ce_vocab not in ("data", "full"):
+        raise TrainError(f"unknown --ce-vocab '{cfg.ce_vocab}' (data, full)")
+    dev = pick_device(opts.device)
+    dt = pick_dtype(opts.dtype, dev)
+    torch.manual_seed(cfg.seed)
+    if dev.type == "cpu" and cfg.threads:
+        torch.set_num_threads(cfg.threads)
 
-    plist = D.read_prompts(prompts)[: max_prompts or None]
+    plist = D.read_prompts(opts.prompts)[: opts.max_prompts or None]
     gguf = base if is_gguf(base) else (str(targets_gguf) if targets_gguf else None)
-    cache = data or out.parent / (out.name + ".data") / D.cache_name(gguf or base, max_new_tokens, plist)
+    cache = opts.data or out.parent / (out.name + ".data") / D.cache_name(gguf or base, opts.max_new_tokens, plist)
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), console=console) as prog:
@@ -112,8 +161,8 @@ def _train(*, base, out, masks, rank, alpha, lr, warmup, steps, epochs, batch_to
             prog.update(task, completed=i, total=n)
 
         if gguf:
-            examples = D.generate_gguf(gguf, plist, cache, max_tokens=max_new_tokens, on_item=on_item,
-                                       n_threads=threads)
+            examples = D.generate_gguf(gguf, plist, cache, max_tokens=opts.max_new_tokens, on_item=on_item,
+                                       n_threads=cfg.threads)
     console.print(f"base {base} on {dev.type} ({str(dt).replace('torch.', '')}, "
                   f"{torch.get_num_threads() if dev.type == 'cpu' else 1} threads)")
     model_hf, arch = load_base(base, dtype=dt, device=dev)
@@ -122,20 +171,16 @@ def _train(*, base, out, masks, rank, alpha, lr, warmup, steps, epochs, batch_to
         from transformers import AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(base)
-        examples = D.generate_torch(model_hf, tok, plist, cache, max_tokens=max_new_tokens)
+        examples = D.generate_torch(model_hf, tok, plist, cache, max_tokens=opts.max_new_tokens)
     train, dev_set = D.split(examples)
-    cfg = TrainConfig(n_masks=masks, rank=rank, alpha=alpha, lr=lr, warmup=warmup, steps=steps, epochs=epochs,
-                      batch_tokens=batch_tokens, anchors_per_seq=anchors, max_minutes=max_minutes,
-                      save_every=save_every, eval_every=eval_every, eval_seqs=eval_seqs, eval_at_start=eval_at_start, seed=seed,
-                      ce_vocab=ce_vocab, threads=threads, sampler_lr_scale=sampler_lr_scale)
-    model = MtpModel(model_hf, n_masks=masks, rank=rank, alpha=alpha, seed=seed).to(dev)
-    if out.exists() and not (out / "mtp_config.json").exists() and any(out.iterdir()):
+    model = MtpModel(model_hf, n_masks=cfg.n_masks, rank=cfg.rank, alpha=cfg.alpha, seed=cfg.seed).to(dev)
+    if out.exists() and not (out / CONFIG).exists() and any(out.iterdir()):
         raise TrainError(f"{out} exists and is not an mtpchat checkpoint: choose another --out")
     tr = Trainer(model, Examples(train, dev_set), cfg, out, base_name=Path(base).name if is_gguf(base) else base,
-                 architecture=arch, console=console, init_from=init)
+                 architecture=arch, console=console, init_from=opts.init)
     n_tok = sum(len(e["answer_ids"]) for e in train)
     console.print(f"{len(train)} training / {len(dev_set)} held-out sequences, {n_tok} answer tokens; "
-                  f"k={masks}, LoRA r={rank} alpha={alpha}; step {tr.step} of {tr.total}")
+                  f"k={cfg.n_masks}, LoRA r={cfg.rank} alpha={cfg.alpha}; step {tr.step} of {tr.total}")
 
     def show_eval(r):
         acc = " ".join(f"{a:.2f}" for a in r["acc"])

@@ -24,7 +24,7 @@ KEY_SAMPLER_EPS = "mtp.sampler.norm_eps"
 KEY_SAMPLER_RESIDUAL = "mtp.sampler.residual"
 KEY_SAMPLER_INPUT = "mtp.sampler.input"
 
-# out = z + LN2(SiLU(fc2(LN1(SiLU(fc1([E(prev); z]))))))  -- DESIGN.md section 1
+# out = z + LN2(SiLU(fc2(LN1(SiLU(fc1([E(prev); z]))))))  -- docs/DESIGN.md §1.3
 SAMPLER_TYPE = "mlp2"
 SAMPLER_INPUT = "concat(embed(prev),hidden)"
 SAMPLER_TENSORS = ("fc1.weight", "fc1.bias", "norm1.weight", "norm1.bias",

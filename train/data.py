@@ -1,7 +1,7 @@
 """Self-distillation data: the base model's own greedy answers to the training prompts.
 
 Targets come from the patched llama.cpp running the base GGUF (the engine that will verify the
-drafts: torch and llama.cpp greedy answers diverge on near-ties, DESIGN.md §7). Each finished
+drafts: torch and llama.cpp greedy answers diverge on near-ties, docs/DESIGN.md §7). Each finished
 prompt is appended to a JSON Lines cache at once, so an interrupted run resumes where it stopped:
 
     {"id": ..., "category": ..., "prompt_ids": [...], "answer_ids": [...], "stopped": true}
@@ -20,7 +20,7 @@ from .base import TrainError
 
 
 def read_prompts(path: str | Path | None) -> list[dict]:
-    """The built-in prompts, or a prompt file in the format `mtpchat bench` reads (DESIGN.md §6)."""
+    """The built-in prompts, or a prompt file in the format `mtpchat bench` reads (docs/DESIGN.md §6)."""
     if path is None:
         from .prompts import builtin_prompts
 

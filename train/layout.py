@@ -1,4 +1,4 @@
-"""Where the mask tokens go during training, and what every token may attend to (DESIGN.md §1).
+"""Where the mask tokens go during training, and what every token may attend to (docs/DESIGN.md §1.4).
 
 Several sequences are packed into one row. For a sequence x_0..x_{L-1} whose answer starts at
 P, an anchor is an ordinary token x_i (P-1 <= i <= L-3) after which a block of mask tokens

@@ -1,5 +1,5 @@
 """The trainable parts around a frozen base model: gated LoRA on the block linears, k mask
-embeddings and the sampler head (DESIGN.md §1), plus the two passes that training runs."""
+embeddings and the sampler head (docs/DESIGN.md §1.2, §1.3), plus the two passes that training runs."""
 from __future__ import annotations
 
 import math

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from .chat import ChatFormat
-from .engine import Engine, Stats
+from .engine import Engine
 from .sampling import GREEDY
+from .stats import Stats
 
 
 def load_prompts(path: str) -> list[dict]:
@@ -41,43 +42,35 @@ def load_prompts(path: str) -> list[dict]:
 
 def _run(engine: Engine, prompt: list[int], max_tokens: int) -> tuple[list[int], Stats]:
     engine.reset()  # each run pays its own prompt processing
-    st = Stats(pass_1_s=engine.costs[1] if engine.costs else None)
+    st = Stats()
     ids = [t.id for t in engine.generate(prompt, GREEDY, max_tokens=max_tokens, stats=st)]
     return ids, st
 
 
 def top2_gap(engine: Engine, prompt: list[int], prefix: list[int]) -> float:
     """Plain top-1 minus top-2 logit at the position after prompt + prefix."""
-    engine.reset()
-    tokens = prompt + prefix
-    engine._prefill(tokens[:-1])
-    engine.ctx.set_embeddings(False)
-    n = engine.ctx.decode(tokens[-1:], [len(tokens) - 1], outputs=[1])
-    row = np.array(engine.ctx.logits(n)[0], dtype=np.float64)
+    row = engine.logits_after(prompt + prefix)
     if len(engine.banned):
         row[engine.banned] = -np.inf
     top = np.partition(row, -2)[-2:]
-    engine.reset()
     return float(top[1] - top[0])
 
 
+def _r(x, nd):
+    return None if x is None else round(x, nd)
+
+
 def _agg(rows: list[dict]) -> dict:
-    tok = sum(r["tokens"] for r in rows)
-    mtp_tok = sum(r["mtp_tokens"] for r in rows)
-    plain_s = sum(r["plain_s"] for r in rows)
-    mtp_s = sum(r["mtp_s"] for r in rows)
-    steps = sum(r["steps"] for r in rows)
-    decode_s = sum(r["mtp_decode_s"] for r in rows)
-    draft_s = sum(r["mtp_draft_s"] for r in rows)
-    plain_tok_s = tok / plain_s if plain_s else 0.0
-    mtp_tok_s = mtp_tok / mtp_s if mtp_s else 0.0
-    return {"prompts": len(rows), "identical": sum(r["identical"] for r in rows), "tokens": tok,
-            "plain_tok_s": round(plain_tok_s, 2), "mtp_tok_s": round(mtp_tok_s, 2),
-            "speedup": round(mtp_tok_s / plain_tok_s, 3) if plain_tok_s else None,
-            "tau": round(mtp_tok / steps, 3) if steps else None,
+    plain, mtp = Stats(), Stats()
+    for r in rows:
+        plain.merge(r["_plain"])
+        mtp.merge(r["_mtp"])
+    return {"prompts": len(rows), "identical": sum(r["identical"] for r in rows), "tokens": plain.tokens,
+            "plain_tok_s": round(plain.tok_s, 2), "mtp_tok_s": round(mtp.tok_s, 2),
+            "speedup": round(mtp.tok_s / plain.tok_s, 3) if plain.tok_s else None,
+            "tau": round(mtp.tau, 3) if mtp.steps else None,
             # share of MTP generation time spent outside llama_decode, and in the sampler head
-            "outside_decode": round(1 - decode_s / mtp_s, 4) if mtp_s else None,
-            "draft_share": round(draft_s / mtp_s, 4) if mtp_s else None}
+            "outside_decode": _r(mtp.outside_decode, 4), "draft_share": _r(mtp.draft_share, 4)}
 
 
 def run_bench(engine: Engine, items: list[dict], *, max_tokens: int, tree: str, repeats: int = 3,
@@ -86,46 +79,42 @@ def run_bench(engine: Engine, items: list[dict], *, max_tokens: int, tree: str, 
     from rich.progress import Progress
 
     chat = ChatFormat(engine.model)
-    mtp_kind = engine.kind
-    if mtp_kind == "auto":
+    if engine.kind == "auto":
         engine.calibrate()
     # warm-up: build both paths' graphs and touch the weights before any timing
     warm = chat.tokens([{"role": "user", "content": "Hello"}])
-    for kind in ("plain", mtp_kind):
-        engine.kind = kind
+    with engine.baseline():
         _run(engine, warm, 8)
+    _run(engine, warm, 8)
     rows = []
     with Progress(console=Console(stderr=True), transient=True, disable=not progress) as bar:
         task = bar.add_task("bench", total=len(items))
         for it in items:
             msgs = ([{"role": "system", "content": it["system"]}] if it.get("system") else [])
             prompt = chat.tokens(msgs + [{"role": "user", "content": it["prompt"]}])
-            adapter = engine.adapter
             runs = {"plain": [], "mtp": []}
             # plain and MTP alternate (P M M P ...) and each keeps its fastest run, so that a
             # hiccup of the machine does not land on one side only
             for r in range(repeats):
                 for side in (("plain", "mtp") if r % 2 == 0 else ("mtp", "plain")):
-                    engine.kind = "plain" if side == "plain" else mtp_kind
-                    # the baseline runs exactly as stock llama.cpp would: no adapter attached
-                    engine.ctx.set_adapter(None if side == "plain" else adapter)
-                    runs[side].append(_run(engine, prompt, max_tokens))
-            engine.ctx.set_adapter(adapter)
-            engine.kind = mtp_kind
+                    if side == "plain":
+                        with engine.baseline():  # exactly as stock llama.cpp: no adapter attached
+                            runs[side].append(_run(engine, prompt, max_tokens))
+                    else:
+                        runs[side].append(_run(engine, prompt, max_tokens))
             plain_ids, ps = min(runs["plain"], key=lambda r: r[1].gen_s)
             mtp_ids, ms = min(runs["mtp"], key=lambda r: r[1].gen_s)
             # every run of both sides must give the same tokens
             same = all(ids == plain_ids for ids, _ in runs["plain"] + runs["mtp"])
             row = {"id": it["id"], "category": it["category"], "tokens": ps.tokens, "mtp_tokens": ms.tokens,
-                   "plain_s": ps.gen_s, "mtp_s": ms.gen_s, "steps": ms.steps,
+                   "_plain": ps, "_mtp": ms, "steps": ms.steps,
                    "plain_tok_s": round(ps.tok_s, 2), "mtp_tok_s": round(ms.tok_s, 2),
                    "speedup": round(ms.tok_s / ps.tok_s, 3) if ps.tok_s else None,
                    "tau": round(ms.tau, 3), "acceptance": [round(a, 3) for a in ms.acceptance()],
                    "accepted_by_source": dict(ms.by_source), "trees": dict(ms.trees),
                    "prompt_tokens": len(prompt), "plain_prompt_tok_s": round(ps.prompt_tok_s, 1),
                    "mtp_prompt_tok_s": round(ms.prompt_tok_s, 1), "identical": same,
-                   "outside_decode": ms.as_dict()["outside_decode"], "plain_outside_decode": ps.as_dict()["outside_decode"],
-                   "mtp_decode_s": ms.decode_s, "mtp_draft_s": ms.draft_s}
+                   "outside_decode": _r(ms.outside_decode, 4), "plain_outside_decode": _r(ps.outside_decode, 4)}
             if not same:
                 pos = next((i for i, (a, b) in enumerate(zip(plain_ids, mtp_ids)) if a != b),
                            min(len(plain_ids), len(mtp_ids)))
@@ -140,8 +129,7 @@ def run_bench(engine: Engine, items: list[dict], *, max_tokens: int, tree: str, 
               "tree": tree, "max_tokens": max_tokens, "repeats": repeats, "aggregate": _agg(rows),
               "by_category": {c: _agg(rs) for c, rs in sorted(cats.items())}, "prompts": rows}
     for r in rows:
-        for k in ("plain_s", "mtp_s", "mtp_decode_s", "mtp_draft_s"):
-            del r[k]
+        del r["_plain"], r["_mtp"]
     return result
 
 

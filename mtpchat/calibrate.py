@@ -9,32 +9,33 @@ import time
 from pathlib import Path
 
 SIZES = (1, 2, 4, 8, 16, 32)
+FILLER_TEXT = " the quick brown fox jumps over the lazy dog and runs far away" * 4
+REPS = 2   # timed passes per size, after the one that builds the graph
 
 
 def home() -> Path:
     return Path(os.environ.get("MTPCHAT_HOME") or Path.home() / ".cache" / "mtpchat")
 
 
-def _key(engine) -> str:
-    st = os.stat(engine.model.path)
-    return f"{os.path.realpath(engine.model.path)}|{st.st_size}|{int(st.st_mtime)}|t{engine.ctx.n_threads}|{engine.device}"
+def cache_key(model_path: str, n_threads: int, device: str) -> str:
+    """One table per model file (by path, size and time), thread count and device."""
+    st = os.stat(model_path)
+    return f"{os.path.realpath(model_path)}|{st.st_size}|{int(st.st_mtime)}|t{n_threads}|{device}"
 
 
-def measure(engine, reps: int = 2) -> dict[int, float]:
-    """Seconds per pass of n tokens, in the shape MTP passes have (mask tokens, hidden states);
-    key 0: seconds to build the graph of a new shape."""
-    ctx = engine.ctx
-    masks = engine.info.mask_ids if engine.mtp else []
-    filler = engine.model.tokenize(" the quick brown fox jumps over the lazy dog and runs far away" * 4)
+def measure(ctx, *, mask_ids: list[int], filler: list[int], reps: int = REPS) -> dict[int, float]:
+    """Seconds per pass of n tokens on `ctx`, in the shape MTP passes have (mask tokens, hidden
+    states; `mask_ids` empty for a plain model); key 0: seconds to build the graph of a new shape.
+    Uses and empties the context's KV cache."""
     table = {}
     builds = []
     ctx.clear()
     for n in SIZES:
         if n > ctx.n_batch:
             break
-        n_mask = min(len(masks), n // 2) if n > 1 else 0
-        toks = filler[: n - n_mask] + [masks[j % len(masks)] for j in range(n_mask)]
-        ctx.set_embeddings(n > 1 and engine.mtp)
+        n_mask = min(len(mask_ids), n // 2) if n > 1 else 0
+        toks = filler[: n - n_mask] + [mask_ids[j % len(mask_ids)] for j in range(n_mask)]
+        ctx.set_embeddings(n > 1 and bool(mask_ids))
         times = []
         for r in range(reps + 1):  # the first builds the graph
             t = time.perf_counter()
@@ -47,24 +48,19 @@ def measure(engine, reps: int = 2) -> dict[int, float]:
     table[0] = statistics.median(builds) if builds else 0.0
     ctx.set_embeddings(False)
     ctx.clear()
-    engine.tokens = []
     return table
 
 
-def load_or_measure(engine) -> dict[int, float]:
+def load_or_measure(ctx, key: str, *, mask_ids: list[int], filler: list[int]) -> dict[int, float]:
+    """The cached table for `key`, or one measured on `ctx` now (which empties its KV cache)."""
     path = home() / "calibration-v2.json"  # v2: with the graph build time (key 0)
-    key = _key(engine)
     try:
         cache = json.loads(path.read_text())
     except (OSError, ValueError):
         cache = {}
     if key in cache:
         return {int(n): float(t) for n, t in cache[key].items()}
-    # measured on an empty cache so nothing of a conversation is disturbed
-    saved = list(engine.tokens)
-    table = measure(engine)
-    if saved:
-        engine._prefill(saved)
+    table = measure(ctx, mask_ids=mask_ids, filler=filler)
     cache[key] = table
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")

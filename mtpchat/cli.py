@@ -138,13 +138,13 @@ def run(
     if interactive:
         from .repl import Repl
 
-        Repl(session, markdown=not plain, show_drafts=show_drafts, no_mtp=no_mtp).loop()
+        Repl(session, markdown=not plain, show_drafts=show_drafts).loop()
         return
     _answer_once(session, text, as_json=as_json, verbose=verbose)
 
 
 def _answer_once(session, text: str, *, as_json: bool, verbose: bool) -> None:
-    from .repl import status_line
+    from .stats import status_line
 
     out = []
     for tok in session.ask(text):
@@ -161,7 +161,7 @@ def _answer_once(session, text: str, *, as_json: bool, verbose: bool) -> None:
     else:
         sys.stdout.write("\n")
     if verbose:
-        print(status_line(session.last, session.engine), file=sys.stderr)
+        print(status_line(session.last, plain=session.engine.kind == "plain"), file=sys.stderr)
 
 
 @app.command()

@@ -48,6 +48,11 @@ def linear(k: int) -> Tree:
     return Tree(k, (k,), k)
 
 
+def masks_only(m: int) -> Tree:
+    """[t0, m1..mm]: no drafts to verify, a block to make the next step's drafts."""
+    return Tree(0, (0,), m)
+
+
 @dataclass(frozen=True)
 class Choice:
     tree: Tree

@@ -9,6 +9,8 @@ from rich.live import Live
 from rich.markdown import Markdown
 from rich.text import Text
 
+from .stats import status_line
+
 HELP = """commands:
   /help            this text
   /clear           forget the conversation (the system prompt stays)
@@ -21,29 +23,13 @@ HELP = """commands:
 Enter sends; Alt-Enter (or Esc then Enter) starts a new line; Ctrl-C stops an answer."""
 
 
-def status_line(st, engine) -> str:
-    parts = [f"{st.tokens} tokens", f"{st.tok_s:.1f} tok/s", f"{st.tau:.2f} tokens/step"]
-    acc = st.acceptance()
-    if acc:
-        parts.append("acceptance " + " ".join(f"{a:.2f}" for a in acc[:4]))
-    sp = st.est_speedup
-    if engine.kind == "plain":
-        parts.append("plain decoding")
-    elif sp is not None:
-        parts.append(f"~{sp:.2f}x vs plain")
-    if st.prompt_tokens:
-        parts.append(f"prompt {st.prompt_tokens - st.prompt_cached} new / {st.prompt_cached} cached"
-                     + (f" at {st.prompt_tok_s:.0f} tok/s" if st.prompt_tok_s else ""))
-    return " | ".join(parts)
-
-
 def data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
     return Path(base) / "mtpchat"
 
 
 class Repl:
-    def __init__(self, session, *, markdown: bool = True, show_drafts: bool = False, no_mtp: bool = False):
+    def __init__(self, session, *, markdown: bool = True, show_drafts: bool = False):
         self.session = session
         self.engine = session.engine
         self.markdown = markdown and not show_drafts
@@ -111,8 +97,8 @@ class Repl:
                 s.clear()
                 self.err.print("[dim]system prompt set; conversation cleared[/]")
             elif cmd == "/stats":
-                self.err.print("last:    " + status_line(s.last, self.engine))
-                self.err.print("session: " + status_line(s.total, self.engine))
+                self.err.print("last:    " + status_line(s.last, plain=self.engine.kind == "plain"))
+                self.err.print("session: " + status_line(s.total, plain=self.engine.kind == "plain"))
                 if s.total.trees:
                     self.err.print("trees:   " + ", ".join(f"{k} x{v}" for k, v in s.total.trees.most_common()))
             elif cmd == "/mtp" and arg in ("on", "off"):
@@ -139,7 +125,7 @@ class Repl:
 
         def view():
             content = Markdown("".join(chunks)) if self.markdown else body
-            return Group(content, Text(status_line(s.last, self.engine), style="dim"))
+            return Group(content, Text(status_line(s.last, plain=self.engine.kind == "plain"), style="dim"))
 
         try:
             with Live(view(), console=self.console, refresh_per_second=12, transient=False) as live:

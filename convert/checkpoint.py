@@ -32,7 +32,7 @@ ADAPTER = "adapter_model.safetensors"
 SAMPLER = "sampler.safetensors"
 MASKS = "mask_embeddings.safetensors"
 RESUME = "resume"
-FILES = (CONFIG, ADAPTER, SAMPLER, MASKS)
+FILES = (CONFIG, ADAPTER, SAMPLER, MASKS)    # what a checkpoint folder holds (besides a base model)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 # what PEFT puts before `layers.` for a causal LM; readers match from `layers.` on (PEFT_NAME)
 PEFT_PREFIX = "base_model.model.model."

@@ -18,7 +18,7 @@ from pathlib import Path
 from mtpchat.native import LLAMA_CPP_PYTHON_VERSION as SDIST_VERSION
 from mtpchat.native import cache_dir
 
-from .checkpoint import ADAPTER, CONFIG, MASKS, PICKLE_SUFFIXES, SAMPLER, ConvertError
+from .checkpoint import FILES, PICKLE_SUFFIXES, ConvertError
 
 VENDOR = f"llama_cpp_python-{SDIST_VERSION}/vendor/llama.cpp/"
 NEEDED = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")
@@ -26,7 +26,7 @@ NEEDED = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")
 # q4_0 goes through f16 and llama.cpp's quantiser
 OUTTYPES = {"keep": None, "f16": "f16", "q8_0": "q8_0", "q4_0": "f16"}
 ST_TO_OUTTYPE = {"F32": "f32", "F16": "f16", "BF16": "bf16"}
-SKIP_IN_STAGING = {CONFIG, ADAPTER, SAMPLER, MASKS, "adapter_config.json"}
+SKIP_IN_STAGING = {*FILES, "adapter_config.json"}   # the checkpoint's own files, PEFT's config
 
 
 def missing_modules() -> list[str]:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from mtpchat import binding as B
 from mtpchat import format as F
 
 from .checkpoint import ConvertError, build_parts, base_facts, check_against_base, check_files, load_checkpoint
@@ -107,9 +108,6 @@ def convert(src: str, base: str | None = None, out: str | Path | None = None, *,
     else:
         raise ConvertError(f"{src} holds no base model weights: give the base with --base "
                            f"(a GGUF file, or a Hugging Face model folder or repo id)")
-    if kind == "gguf" and outtype != "keep":
-        raise ConvertError("--outtype applies to a Hugging Face base only: a GGUF base keeps its own "
-                           "quantisation (use --outtype keep)")
 
     out.parent.mkdir(parents=True, exist_ok=True)
     # intermediate files live beside the output (same disk, removed whatever happens)
@@ -118,6 +116,14 @@ def convert(src: str, base: str | None = None, out: str | Path | None = None, *,
             _check_hf_base(ck, base_path)
             steps.start(f"converting the base with llama.cpp's convert_hf_to_gguf ({outtype})")
             base_gguf = convert_hf(base_path, Path(work) / "base.gguf", outtype, Path(work))
+        elif outtype != "keep":
+            # re-encoded by llama.cpp's own quantiser; Q4_1 blocks into Q8_0 lose almost nothing
+            steps.start(f"re-encoding the base as {outtype.upper()} with llama.cpp's quantiser")
+            base_gguf = Path(work) / "base.gguf"
+            try:
+                B.quantize_model(base_path, base_gguf, outtype, requantize=True)
+            except B.LlamaError as e:
+                raise ConvertError(str(e)) from None
         else:
             base_gguf = base_path
         steps.start("checking the checkpoint against the base")
@@ -157,7 +163,7 @@ def register(app) -> None:
         base: Optional[str] = typer.Option(None, "--base", help="base model when SRC has no weights: a GGUF file "
                                            "(org/repo:FILE.gguf on the Hub) or a Hugging Face model folder or repo id"),
         out: Optional[Path] = typer.Option(None, "-o", "--out", help="output .gguf (default: ./NAME-mtp.gguf)"),
-        outtype: str = typer.Option("keep", "--outtype", help="keep|f16|q8_0|q4_0; only for a Hugging Face base"),
+        outtype: str = typer.Option("keep", "--outtype", help="keep|f16|q8_0|q4_0: the base's file type (a GGUF base is re-encoded by llama.cpp's quantiser)"),
         force: bool = typer.Option(False, "--force", help="replace an existing output file"),
         revision: Optional[str] = typer.Option(None, "--revision", help="Hub revision (branch, tag or commit)"),
     ) -> None:

@@ -321,15 +321,18 @@ class Context:
 
 # --outtype / test names -> llama.cpp file types for llama_model_quantize
 QUANT_FTYPES = {"q4_0": C.LLAMA_FTYPE_MOSTLY_Q4_0, "q8_0": C.LLAMA_FTYPE_MOSTLY_Q8_0,
-                "q4_k_m": C.LLAMA_FTYPE_MOSTLY_Q4_K_M}
+                "q4_k_m": C.LLAMA_FTYPE_MOSTLY_Q4_K_M, "f16": C.LLAMA_FTYPE_MOSTLY_F16}
 
 
-def quantize_model(src: str | Path, dst: str | Path, ftype: str, n_threads: int | None = None) -> None:
+def quantize_model(src: str | Path, dst: str | Path, ftype: str, n_threads: int | None = None, *,
+                   requantize: bool = False) -> None:
     """Quantise the GGUF `src` to `dst` with llama.cpp's own quantiser, as llama-quantize runs it
     (its per-tensor type choices included). `ftype` is a key of QUANT_FTYPES."""
     params = C.llama_model_quantize_default_params()
     params.ftype = QUANT_FTYPES[ftype]
     params.nthread = n_threads or os.cpu_count() or 1
+    # re-encoding an already quantised file (e.g. Q4_1 -> Q8_0): llama-quantize --allow-requantize
+    params.allow_requantize = requantize
     _log_tail.clear()
     rc = C.llama_model_quantize(str(src).encode(), str(dst).encode(), params)
     if rc != 0 or not Path(dst).is_file():

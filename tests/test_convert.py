@@ -330,7 +330,7 @@ def damage(case, ck, tmp_path):
         data = (ck / C.SAMPLER).read_bytes()
         (ck / C.SAMPLER).write_bytes(data[: len(data) // 2])
     elif case == "outtype":
-        return ["--outtype", "q8_0"]
+        return ["--outtype", "q4_k_m"]
     elif case == "no-base":
         return []
     return None
@@ -340,8 +340,29 @@ BAD = {
     "empty": "is empty", "no-config": "mtp_config.json is missing", "version": "format version 2 is not supported",
     "arch": "not supported yet", "arch-mismatch": "architecture 'qwen2'", "shape": "shape mismatch",
     "hidden": "hidden size mismatch", "vocab": "vocabulary mismatch", "pickle": "pickle",
-    "pickle-base": "pickle", "truncated": "truncated", "outtype": "GGUF base keeps", "no-base": "--base",
+    "pickle-base": "pickle", "truncated": "truncated", "outtype": "is not known", "no-base": "--base",
 }
+
+
+def test_gguf_base_re_encoded_as_q8_0(tmp_path, tiny_base):
+    from mtpchat.engine import Engine
+    from mtpchat.sampling import GREEDY
+
+    ck = tmp_path / "ck"
+    make_checkpoint(ck, tiny_base)
+    out = tmp_path / "q8.gguf"
+    r = cli(ck, "--base", tiny_base, "--outtype", "q8_0", "-o", out)
+    assert r.exit_code == 0, r.output
+    g = F.open_gguf(out)
+    assert g.tensors["blk.0.attn_q.weight"].type.name == "Q8_0"
+    assert g.tensors["blk.0.attn_q.weight.lora_a"].type.name == "F32"   # the adapter keeps its type
+    assert F.read_mtp_info(g).n_masks == len(F.read_mtp_info(F.open_gguf(out)).mask_ids)
+    plain, mtp = Engine(out, mtp=False, n_ctx=256), Engine(out, tree="quadratic:2", n_ctx=256)
+    prompt = [5, 17, 42, 99, 7]
+    want = [t.id for t in plain.generate(prompt, GREEDY, max_tokens=12)]
+    assert len(want) == 12 and [t.id for t in mtp.generate(prompt, GREEDY, max_tokens=12)] == want
+    plain.close()
+    mtp.close()
 
 
 @pytest.mark.parametrize("case", sorted(BAD))

@@ -14,7 +14,10 @@ REPS = 2   # timed passes per size, after the one that builds the graph
 
 
 def home() -> Path:
-    return Path(os.environ.get("MTPCHAT_HOME") or Path.home() / ".cache" / "mtpchat")
+    """$MTPCHAT_HOME (the tests set it), else the cache folder of everything else."""
+    from .native import cache_dir
+
+    return Path(os.environ["MTPCHAT_HOME"]) if os.environ.get("MTPCHAT_HOME") else cache_dir()
 
 
 def cache_key(model_path: str, n_threads: int, device: str) -> str:

@@ -63,18 +63,12 @@ def default_model_file() -> Path | None:
     return cache_dir() / "models" / f"{base.stem}.mtp-{_recipe_hash(ck, base)}.gguf"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def ensure_default_model(*, verify: bool = False, quiet: bool = False) -> Path | None:
     """The default MTP model, built first if needed. verify: check the file's SHA-256 against
     the one recorded when it was built, and rebuild on a mismatch. None when it cannot be built
     (no checkpoint or base installed)."""
+    from .native import sha256
+
     out = default_model_file()
     if out is None:
         return None
@@ -84,7 +78,7 @@ def ensure_default_model(*, verify: bool = False, quiet: bool = False) -> Path |
             want = json.loads(record.read_text())
         except ValueError:
             want = {}
-        if out.stat().st_size == want.get("size") and (not verify or _sha256(out) == want.get("sha256")):
+        if out.stat().st_size == want.get("size") and (not verify or sha256(out) == want.get("sha256")):
             return out
     from .convert.command import convert
 
@@ -92,7 +86,7 @@ def ensure_default_model(*, verify: bool = False, quiet: bool = False) -> Path |
         print(f"building the default MTP model once: {out.name}", file=sys.stderr, flush=True)
     convert(str(default_checkpoint()), str(plain_base_path()), out, outtype=DEFAULT_OUTTYPE, force=True)
     tmp = record.with_name(f".{record.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"size": out.stat().st_size, "sha256": _sha256(out),
+    tmp.write_text(json.dumps({"size": out.stat().st_size, "sha256": sha256(out),
                                "checkpoint": DEFAULT_CHECKPOINT, "base": PLAIN_BASE_FILE,
                                "outtype": DEFAULT_OUTTYPE}) + "\n")
     os.replace(tmp, record)

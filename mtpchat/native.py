@@ -5,6 +5,7 @@ else) is installed, and pyproject.toml pins the same version (tests/test_project
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -19,3 +20,12 @@ def cache_dir() -> Path:
     root = os.environ.get("MTPCHAT_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "mtpchat")
     return Path(root)
+
+
+def sha256(path: str | Path) -> str:
+    """SHA-256 of a file, read in blocks (the sdist, a built model)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

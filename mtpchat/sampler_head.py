@@ -1,4 +1,4 @@
-"""The sampler head (DESIGN.md section 1) in numpy, scored on a shortlist.
+"""The sampler head (docs/DESIGN.md §1.3) in numpy, scored on a shortlist.
 
 out = z + LN2(SiLU(fc2(LN1(SiLU(fc1([E(prev); z]))))); logits = W_unembed · out. Since llama.cpp
 already returns the mask row's plain logits W·z, the head only adds W[c]·(out - z) for a few

@@ -1,7 +1,7 @@
 """One decoding step: a tree and its drafts in; the accepted drafts, the bonus token and the next
 drafts out, with the KV cache holding exactly the committed tokens afterwards.
 
-The tree batch (docs/DESIGN.md, "The tree step"):
+The tree batch (docs/DESIGN.md §1.5, "The tree step"):
 
     chain   t0 d1 .. dn            t0: the token to commit, d: drafts (MTP or prompt lookup)
     blocks  m1 .. mm after some chain nodes, each block on its own sequence id

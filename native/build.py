@@ -36,6 +36,7 @@ _pin = _load_pin()
 VERSION = _pin.LLAMA_CPP_PYTHON_VERSION
 SDIST_SHA256 = _pin.SDIST_SHA256
 cache_dir = _pin.cache_dir
+sha256 = _pin.sha256
 # The Python package needs only libllama and ggml: skip llama.cpp's tools, tests and mtmd.
 BASE_CMAKE_ARGS = [
     "-DLLAVA_BUILD=OFF",
@@ -66,14 +67,6 @@ def cpu_features() -> str:
         except OSError:
             pass
     return platform.processor()
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def patches_hash() -> str:

@@ -6,7 +6,7 @@ from mtpchat import policy as P
 from mtpchat.lookup import lookup_drafts
 from mtpchat.sampling import SamplingParams, accept_draft, distribution
 
-# DESIGN.md section 4, Q4_0 on the 2-core CPU (time of a pass / time of one token)
+# docs/DESIGN.md §4.1, Q4_0 on the 2-core CPU (time of a pass / time of one token)
 CPU_Q4_0 = {1: 1.0, 4: 1.93, 8: 3.12, 16: 4.79}
 # a GPU: a 32-token pass costs 1.1x one token (larger passes extrapolated linearly)
 GPU = {1: 1.0, 2: 1.0, 4: 1.01, 8: 1.02, 16: 1.05, 32: 1.1}

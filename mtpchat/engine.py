@@ -62,6 +62,7 @@ class Engine:
         self.ctx.set_banned(self.banned)
         self.device = f"gpu-layers={n_gpu_layers}" if n_gpu_layers else "cpu"
         self.costs = calibration
+        self.calibration_note: str | None = None
         self.planner = Planner(kind, k_fixed, n_masks=self.k, costs=self.calibrate)
         # greedy verification in C (native); the Python version stays the reference
         self.stepper = Stepper(self.ctx, mask_ids=self.info.mask_ids if self.mtp else [], head=head,
@@ -85,18 +86,19 @@ class Engine:
 
     # -- set-up ---------------------------------------------------------------------------
 
-    def calibrate(self) -> dict[int, float]:
-        """The cost table of this model, thread count and device (measured once, then cached)."""
-        if self.costs is None:
+    def calibrate(self, *, force: bool = False) -> dict[int, float]:
+        """The cost table of this model, thread count and device: cached, re-validated cheaply,
+        re-measured when stale or when `force` (see calibrate.py). `calibration_note` says why
+        a table was measured now, or why it was not cached."""
+        if self.costs is None or force:
             saved = list(self._tokens)
-            self.costs = calibrate.load_or_measure(
+            self.costs, self.calibration_note = calibrate.load_or_measure(
                 self.ctx, calibrate.cache_key(self.model.path, self.ctx.n_threads, self.device),
                 mask_ids=self.info.mask_ids if self.mtp else [],
-                filler=self.model.tokenize(calibrate.FILLER_TEXT))
-            if self.ctx.seq_pos_max(0) != len(saved) - 1:
-                # measuring used the cache: put the conversation back
-                self._tokens = []
-                self._prefill(saved)
+                filler=self.model.tokenize(calibrate.FILLER_TEXT), force=force)
+            # checking or measuring used the cache: put the conversation back
+            self._tokens = []
+            self._prefill(saved)
         return self.costs
 
     def reset(self) -> None:
@@ -199,18 +201,31 @@ class Engine:
         produced = 0
         t_gen = time.perf_counter()
         dec0, draft0 = stepper.decode_s, stepper.draft_s
+        # statistics stay current while the answer streams; the time the caller holds the
+        # generator at a yield (rendering, a slow pipe) is not generation time
+        gen0, sdec0, sdraft0 = st.gen_s, st.decode_s, st.draft_s
+        paused, yielded_at = 0.0, None
+
+        def account() -> None:
+            st.gen_s = gen0 + time.perf_counter() - t_gen - paused
+            st.decode_s = sdec0 + stepper.decode_s - dec0
+            st.draft_s = sdraft0 + stepper.draft_s - draft0
+
+        st.finish_reason = None
         planner.start()
         self.mtp_drafts.start(self._tokens)
         if planner.uses_lookup:
             self.lookup.start(self._tokens + [t0])
         try:
             while True:
+                t_step = time.perf_counter()
                 lookup = self.lookup.propose(LOOKUP_MAX) if planner.uses_lookup else []
                 mtp_drafts = self.mtp_drafts.propose(self.k)
                 tree, source = planner.choose(mtp_drafts, lookup)
                 drafts = mtp_drafts if source == "mtp" else lookup if source == "lookup" else []
                 if len(self._tokens) + tree.n_tokens > self.ctx.n_ctx:
                     if len(self._tokens) + 1 >= self.ctx.n_ctx:
+                        st.finish_reason = "context"
                         break  # the context is full: the answer ends here
                     tree, source, drafts = P.PLAIN, None, []
                 res = stepper.run(self._tokens, t0, drafts, tree, params, rng)
@@ -225,6 +240,12 @@ class Engine:
                     st.by_source[source] += res.n_accepted
                 st.steps += 1
                 st.trees[tree.name if source != "probe" else "probe"] += 1
+                st.pass_tokens += 1 + n_off + (sum(b <= n_off for b in tree.blocks) * tree.n_masks if self.mtp else 0)
+                if tree.n_tokens == 1 and source is None:  # a plain step: the in-process baseline
+                    st.plain_steps += 1
+                    st.plain_tokens += len(res.new)
+                    st.plain_s += time.perf_counter() - t_step
+                account()
                 done = False
                 for i, tok in enumerate(res.new):
                     done = self.model.is_eog(tok)
@@ -233,9 +254,13 @@ class Engine:
                     if not done:
                         piece, done = text.push(tok)
                         if held is not None:
+                            yielded_at = time.perf_counter()
                             yield held
+                            paused += time.perf_counter() - yielded_at
+                            yielded_at = None
                         held = Token(tok, piece, source if i < res.n_accepted else None)
                     if done or produced >= max_tokens:
+                        st.finish_reason = "stop" if done else "length"
                         # drafts accepted after the stopping token leave the cache
                         self._cut(res.n_accepted - i)
                         done = True
@@ -246,8 +271,12 @@ class Engine:
             tail = text.flush()
             if held is not None:
                 held.text += tail
+                account()
+                yielded_at = time.perf_counter()
                 yield held
+                paused += time.perf_counter() - yielded_at
+                yielded_at = None
         finally:
-            st.gen_s += time.perf_counter() - t_gen
-            st.decode_s += stepper.decode_s - dec0
-            st.draft_s += stepper.draft_s - draft0
+            if yielded_at is not None:  # closed while the caller held it
+                paused += time.perf_counter() - yielded_at
+            account()

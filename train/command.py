@@ -184,8 +184,9 @@ def _train(opts: TrainOptions) -> None:
 
     def show_eval(r):
         acc = " ".join(f"{a:.2f}" for a in r["acc"])
+        plain = " ".join(f"{a:.2f}" for a in r.get("acc_plain", []))
         console.print(f"step {r['step']}: held-out tokens/step {r['tau']:.3f} (plain mask head {r['tau_plain']:.3f}), "
-                      f"acceptance by depth {acc} ({r.get('seqs', '?')} sequences)")
+                      f"accuracy by depth {acc} (plain mask head {plain}; {r.get('seqs', '?')} sequences)")
 
     with Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=console) as prog:

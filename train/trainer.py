@@ -123,6 +123,7 @@ def evaluate(model: MtpModel, examples: list[dict], k: int, max_len: int = 1024,
     tokens = {"sampler": 0, "plain": 0}
     steps = 0
     hits = np.zeros(k)
+    hits_plain = np.zeros(k)
     offered = np.zeros(k)
     n_seqs = 0
     for e in examples:
@@ -141,6 +142,7 @@ def evaluate(model: MtpModel, examples: list[dict], k: int, max_len: int = 1024,
         mj = lay.mask_j.numpy()
         np.add.at(offered, mj, 1)
         np.add.at(hits, mj, ok_samp)
+        np.add.at(hits_plain, mj, ok_plain)
         blocks: dict[int, list[int]] = {}
         for row, a in enumerate(lay.anchor.tolist()):
             blocks.setdefault(a, []).append(row)
@@ -160,7 +162,8 @@ def evaluate(model: MtpModel, examples: list[dict], k: int, max_len: int = 1024,
                 steps += n_steps
     return {"tau": tokens["sampler"] / max(steps, 1),
             "tau_plain": tokens["plain"] / max(steps, 1),
-            "acc": [float(h / o) if o else 0.0 for h, o in zip(hits, offered)], "seqs": n_seqs}
+            "acc": [float(h / o) if o else 0.0 for h, o in zip(hits, offered)],
+            "acc_plain": [float(h / o) if o else 0.0 for h, o in zip(hits_plain, offered)], "seqs": n_seqs}
 
 
 def lr_at(step: int, cfg: TrainConfig, total: int) -> float:
@@ -280,7 +283,8 @@ class Trainer:
         r = evaluate(self.model, self.data.dev[: self.cfg.eval_seqs], self.cfg.n_masks, self.cfg.max_len,
                      deadline=deadline)
         r = {"step": self.step, "tau": round(r["tau"], 4), "tau_plain": round(r["tau_plain"], 4),
-             "acc": [round(a, 4) for a in r["acc"]], "seqs": r["seqs"]}
+             "acc": [round(a, 4) for a in r["acc"]], "acc_plain": [round(a, 4) for a in r["acc_plain"]],
+             "seqs": r["seqs"]}
         self.history.append(r)
         return r
 

@@ -133,6 +133,10 @@ class Engine:
             self.ctx.set_adapter(self.adapter)
             self.planner.kind = kind
 
+    def measured_rates(self) -> dict[str, float]:
+        """Tokens per second each plan of `auto` delivered while running (since the engine started)."""
+        return {t.name: round(n / s, 2) for t, (s, n) in self.planner.measured.items() if s > 0}
+
     def logits_after(self, tokens: list[int]) -> np.ndarray:
         """Plain logits (a copy) of the position after `tokens`, from an empty cache; the cache
         is empty afterwards too."""
@@ -230,7 +234,8 @@ class Engine:
                     tree, source, drafts = P.PLAIN, None, []
                 res = stepper.run(self._tokens, t0, drafts, tree, params, rng)
                 n_off = min(tree.n_drafts, len(drafts))
-                next_drafts = planner.record(source, n_off, res.n_accepted, res.new, res.next_drafts)
+                next_drafts = planner.record(source, n_off, res.n_accepted, res.new, res.next_drafts,
+                                             seconds=time.perf_counter() - t_step)
                 self.mtp_drafts.observe(res.new, next_drafts)
                 if planner.uses_lookup:
                     self.lookup.observe(res.new, next_drafts)

@@ -127,7 +127,11 @@ def run_bench(engine: Engine, items: list[dict], *, max_tokens: int, tree: str, 
         cats[r["category"]].append(r)
     result = {"model": os.path.basename(engine.model.path), "device": engine.device, "threads": engine.ctx.n_threads,
               "tree": tree, "max_tokens": max_tokens, "repeats": repeats, "aggregate": _agg(rows),
-              "by_category": {c: _agg(rs) for c, rs in sorted(cats.items())}, "prompts": rows}
+              "by_category": {c: _agg(rs) for c, rs in sorted(cats.items())}, "prompts": rows,
+              # what the tree policy was told (calibrated seconds per pass of n tokens) beside what
+              # the trees it chose delivered while running (tokens per second per plan)
+              "calibration": {str(n): t for n, t in sorted(engine.costs.items())} if engine.costs else None,
+              "calibration_note": engine.calibration_note, "measured_tok_s": engine.measured_rates()}
     for r in rows:
         del r["_plain"], r["_mtp"]
     return result

@@ -14,6 +14,7 @@ REPLAN_EVERY = 8                # steps between re-plans from the running accept
 PROBE_MIN, PROBE_MAX = 32, 512  # steps between acceptance probes while decoding plainly
 BEST_CASE_ACCEPTANCE = 0.95     # "could any tree pay on this machine?" is asked at this acceptance
 MIN_ACCEPTANCE_DEPTH = 8        # depths tracked per source (prompt lookup drafts up to LOOKUP_MAX)
+SHAPE_MIN_TOKENS = 64           # tokens a plan must produce before its measured speed is judged
 
 
 def parse_tree(spec: str) -> tuple[str, int]:
@@ -40,6 +41,11 @@ class Planner:
         self._probe_every = PROBE_MIN
         self._mtp_can_pay: bool | None = None
         self._shadow: dict[str, tuple[list[int], int]] = {}   # source -> (unverified drafts, hits)
+        # what each plan really delivered while running: tree -> [seconds, tokens]; plans slower
+        # than plain decoding are dropped, whatever the cost table predicted
+        self.measured: dict[P.Tree, list] = {}
+        self.dropped: set[P.Tree] = set()
+        self._running: P.Tree | None = None   # the plan the current step belongs to
 
     @property
     def uses_lookup(self) -> bool:
@@ -55,6 +61,9 @@ class Planner:
         tree, source = self._choose(mtp_drafts, lookup)
         if self.kind == "auto" and source != "lookup" and lookup and "lookup" not in self._shadow:
             self._shadow["lookup"] = (lookup, 0)
+        # a masks-only step without drafts belongs to the plan it refills; probes to none
+        self._running = {None: P.PLAIN, "mtp": self.plan.tree if self.plan else tree,
+                         "lookup": self.plan_lookup.tree if self.plan_lookup else tree}.get(source)
         return tree, source
 
     def _choose(self, mtp_drafts: list[int], lookup: list[int]) -> tuple[P.Tree, str | None]:
@@ -71,13 +80,14 @@ class Planner:
         if self.plan is None or self._since_plan >= REPLAN_EVERY:
             self._since_plan = 0
             if self.mtp:
-                self.plan = P.choose(costs, self.acc["mtp"].alpha, k_max=self.k)
+                self.plan = P.choose(costs, self.acc["mtp"].alpha, k_max=self.k, exclude=self.dropped)
                 if self._mtp_can_pay is None:
                     best_case = [BEST_CASE_ACCEPTANCE] * self.k
                     self._mtp_can_pay = P.choose(costs, best_case, k_max=self.k).tree != P.PLAIN
                 if self.plan.tree != P.PLAIN:
                     self._probe_every = PROBE_MIN
-            self.plan_lookup = P.choose(costs, self.acc["lookup"].alpha, k_max=LOOKUP_MAX, chain_only=True)
+            self.plan_lookup = P.choose(costs, self.acc["lookup"].alpha, k_max=LOOKUP_MAX, chain_only=True,
+                                        exclude=self.dropped)
         self._since_plan += 1
         options = []
         if self.mtp and self.plan.tree != P.PLAIN:
@@ -99,9 +109,11 @@ class Planner:
         return P.PLAIN, None
 
     def record(self, source: str | None, n_offered: int, n_accepted: int, new: list[int],
-               next_drafts: list[int]) -> list[int]:
-        """Learn from one step; returns the MTP drafts the next step may use (a probe's drafts
-        are only scored against what follows)."""
+               next_drafts: list[int], seconds: float | None = None) -> list[int]:
+        """Learn from one step (`seconds`: its wall time); returns the MTP drafts the next step may
+        use (a probe's drafts are only scored against what follows)."""
+        if seconds is not None and self.kind == "auto" and self._running is not None:
+            self._judge(self._running, seconds, len(new))
         self._score_shadow(new)
         if n_offered:
             self.acc[source].update(n_offered, n_accepted)
@@ -109,6 +121,19 @@ class Planner:
             self._shadow["mtp"] = (next_drafts, 0)
             return []
         return next_drafts
+
+    def plain_rate(self) -> float:
+        """Plain tokens per second: measured here when enough plain steps ran, else the table's."""
+        s, n = self.measured.get(P.PLAIN, (0.0, 0))
+        return n / s if n >= SHAPE_MIN_TOKENS and s > 0 else 1.0 / P.cost(self.costs(), 1)
+
+    def _judge(self, plan: P.Tree, seconds: float, n_tokens: int) -> None:
+        m = self.measured.setdefault(plan, [0.0, 0])
+        m[0] += seconds
+        m[1] += n_tokens
+        if plan != P.PLAIN and m[1] >= SHAPE_MIN_TOKENS and m[1] / m[0] < self.plain_rate():
+            self.dropped.add(plan)
+            self._since_plan = REPLAN_EVERY  # re-plan at the next step, without it
 
     def _score_shadow(self, new: list[int]) -> None:
         for source, (drafts, hits) in list(self._shadow.items()):

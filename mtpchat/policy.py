@@ -143,15 +143,18 @@ class Acceptance:
 
 
 def choose(table: dict[int, float], alpha, *, k_max: int, n_max: int | None = None,
-           margin: float = 1.03, chain_only: bool = False) -> Choice:
+           margin: float = 1.03, chain_only: bool = False, exclude=frozenset()) -> Choice:
     """The tree with the best expected rate; plain decoding unless a tree beats it by `margin`.
-    chain_only: drafts that need no mask blocks (prompt lookup)."""
+    chain_only: drafts that need no mask blocks (prompt lookup). exclude: trees not to choose
+    (measured slower than plain decoding while running)."""
     n_max = k_max if n_max is None else n_max
     plain = Choice(PLAIN, 1.0 / cost(table, 1), 1.0)
     best = plain
     n = min(k_max, n_max, len(alpha))
     trees = (Tree(i) for i in range(1, n + 1)) if chain_only else candidates(n)
     for tree in trees:
+        if tree in exclude:
+            continue
         rate, tps = tree_rate(tree, alpha, table)
         if rate > best.rate:
             best = Choice(tree, rate, tps)

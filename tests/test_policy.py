@@ -95,3 +95,35 @@ def test_shape_changes_are_charged():
     assert P.tree_rate(P.linear(1), alpha, paid)[0] < P.tree_rate(P.linear(1), alpha, cheap)[0]
     # a full quadratic tree keeps its shape: no charge
     assert P.tree_rate(P.quadratic(1), alpha, paid) == P.tree_rate(P.quadratic(1), alpha, cheap)
+
+
+def test_planner_drops_a_tree_measured_slower_than_plain():
+    """The table says trees are nearly free (a GPU); the machine disagrees while running."""
+    from mtpchat.planner import SHAPE_MIN_TOKENS, Planner
+
+    pl = Planner("auto", 0, n_masks=4, costs=lambda: GPU)
+    pl.acc["mtp"].alpha[:] = 0.8
+    pl.start()
+    tree, source = pl.choose([1, 2, 3, 4], [])
+    assert source == "mtp" and tree != P.PLAIN
+    first = pl.plan.tree
+    # the tree delivers 2 tokens a step at 10 time units a step: 0.2 tokens per unit, while the
+    # table's plain pass (1 unit) makes 1
+    made = 0
+    while made < SHAPE_MIN_TOKENS:
+        pl.record("mtp", 4, 1, [7, 8], [1, 2, 3, 4], seconds=10.0)
+        made += 2
+        if first in pl.dropped:
+            break
+        pl.choose([1, 2, 3, 4], [])
+    assert first in pl.dropped
+    pl.choose([1, 2, 3, 4], [])
+    assert pl.plan.tree != first
+    # a tree measured faster than plain stays
+    ok = Planner("auto", 0, n_masks=4, costs=lambda: GPU)
+    ok.acc["mtp"].alpha[:] = 0.8
+    ok.choose([1, 2, 3, 4], [])
+    for _ in range(SHAPE_MIN_TOKENS):
+        ok.record("mtp", 4, 3, [5, 6, 7, 8], [1, 2, 3, 4], seconds=1.1)
+        ok.choose([1, 2, 3, 4], [])
+    assert not ok.dropped

@@ -215,6 +215,31 @@ def bench(
         render(result)
 
 
+@app.command()
+@_errors
+def calibrate(
+    model: Optional[str] = typer.Argument(None, help="A .gguf path or org/repo:file.gguf; default: the embedded model."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (the table is per thread count)."),
+    gpu_layers: int = typer.Option(0, "-ngl", "--gpu-layers", help="Layers to offload to the GPU (-1: all)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+):
+    """Measure again what a pass of n tokens costs on this machine (the table `--tree auto` plans
+    with) and replace the cached table. Run it on a quiet machine."""
+    engine = load_engine(model, ctx=512, threads=threads, gpu_layers=gpu_layers, mtp=True)
+    table = engine.calibrate(force=True)
+    note = engine.calibration_note
+    if as_json:
+        print(json.dumps({"model": os.path.basename(engine.model.path), "threads": engine.ctx.n_threads,
+                          "seconds_per_pass": {str(n): t for n, t in sorted(table.items())}, "note": note}))
+        return
+    one = table[1]
+    print(f"{os.path.basename(engine.model.path)}, {engine.ctx.n_threads} threads: "
+          + ", ".join(f"{n} tok {t * 1e3:.2f} ms ({t / one:.2f}x)" for n, t in sorted(table.items()) if n >= 1)
+          + f"; new graph {table.get(0, 0.0) * 1e3:.1f} ms")
+    if note:
+        print(f"mtpchat: {note}", file=sys.stderr)
+
+
 def _register_optional():
     """convert and train live in their own folders; each adds its command here."""
     for mod in ("mtpchat.convert.command", "mtpchat.train.command"):

@@ -70,7 +70,10 @@ def _agg(rows: list[dict]) -> dict:
             "speedup": round(mtp.tok_s / plain.tok_s, 3) if plain.tok_s else None,
             "tau": round(mtp.tau, 3) if mtp.steps else None,
             # share of MTP generation time spent outside llama_decode, and in the sampler head
-            "outside_decode": _r(mtp.outside_decode, 4), "draft_share": _r(mtp.draft_share, 4)}
+            "outside_decode": _r(mtp.outside_decode, 4), "draft_share": _r(mtp.draft_share, 4),
+            # host work per step: everything but llama_decode (a CPU-measurable proxy; on a GPU the
+            # decode call also waits for the device)
+            "host_ms_per_step": _r(mtp.host_ms_per_step, 3), "plain_host_ms_per_step": _r(plain.host_ms_per_step, 3)}
 
 
 def run_bench(engine: Engine, items: list[dict], *, max_tokens: int, tree: str, repeats: int = 3,

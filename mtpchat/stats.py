@@ -102,6 +102,11 @@ class Stats:
         return 1 - self.decode_s / self.gen_s if self.gen_s else None
 
     @property
+    def host_ms_per_step(self) -> float | None:
+        """Milliseconds per step outside llama_decode: Python, verification, drafting, copies."""
+        return (self.gen_s - self.decode_s) / self.steps * 1e3 if self.steps else None
+
+    @property
     def draft_share(self) -> float | None:
         """Share of generation time spent in the sampler head."""
         return self.draft_s / self.gen_s if self.gen_s else None

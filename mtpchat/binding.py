@@ -14,6 +14,14 @@ import llama_cpp.llama_cpp as C
 INSTALL_HINT = "run ./setup.sh (it builds llama-cpp-python with mtpchat's patches)"
 
 
+def default_threads() -> int:
+    """Threads a context gets when none are asked for: the physical cores this process may use,
+    as llama.cpp's own tools count them (mtpchat/contention.py)."""
+    from .contention import default_threads as physical
+
+    return physical()
+
+
 class LlamaError(RuntimeError):
     """llama.cpp refused a model, an adapter or a batch."""
 
@@ -204,7 +212,7 @@ class Context:
         params.n_seq_max = n_seq_max
         params.kv_unified = True
         params.embeddings = embeddings
-        threads = n_threads or max(1, os.cpu_count() or 1)
+        threads = n_threads or default_threads()
         params.n_threads = threads
         params.n_threads_batch = threads
         self.model = model
@@ -226,6 +234,11 @@ class Context:
         self._nseq = np.ctypeslib.as_array(b.n_seq_id, shape=(n_batch,))
         self._out = np.ctypeslib.as_array(ctypes.cast(b.logits, ctypes.POINTER(ctypes.c_int8)), shape=(n_batch,))
         self._seq = [np.ctypeslib.as_array(b.seq_id[i], shape=(n_seq_max,)) for i in range(n_batch)]
+
+    def set_n_threads(self, n: int) -> None:
+        """Threads for the next passes (single-token and batch alike), without a new context."""
+        C.llama_set_n_threads(self.ptr, n, n)
+        self.n_threads = n
 
     def close(self) -> None:
         if self.ptr:

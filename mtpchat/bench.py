@@ -16,22 +16,33 @@ from .sampling import GREEDY
 from .stats import Stats
 
 
+MAX_PROMPT_FILE = 64 << 20   # bytes: prompt files are untrusted input too
+
+
 def load_prompts(path: str) -> list[dict]:
+    """The prompts of a JSON Lines file (docs/DESIGN.md section 6); any problem is one ValueError line."""
     p = Path(path)
     try:
-        lines = p.read_text().splitlines()
+        if p.stat().st_size > MAX_PROMPT_FILE:
+            raise ValueError(f"{path} is larger than {MAX_PROMPT_FILE >> 20} MiB")
+        lines = p.read_text(encoding="utf-8").splitlines()
     except OSError as e:
         raise ValueError(f"cannot read {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not UTF-8 text") from None
     items = []
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             d = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):   # RecursionError: nesting deeper than the stack
             raise ValueError(f"{path}:{n}: not valid JSON") from None
         if not isinstance(d, dict) or not isinstance(d.get("prompt"), str) or not d["prompt"].strip():
             raise ValueError(f"{path}:{n}: each line needs a non-empty \"prompt\"")
+        for key in ("id", "category", "system"):
+            if key in d and not isinstance(d[key], str):
+                raise ValueError(f"{path}:{n}: \"{key}\" must be a string")
         d.setdefault("id", f"{p.stem}-{n}")
         d.setdefault("category", "default")
         items.append(d)
@@ -129,7 +140,7 @@ def run_bench(engine: Engine, items: list[dict], *, max_tokens: int, tree: str, 
     for r in rows:
         cats[r["category"]].append(r)
     result = {"model": os.path.basename(engine.model.path), "device": engine.device, "threads": engine.ctx.n_threads,
-              "tree": tree, "max_tokens": max_tokens, "repeats": repeats, "aggregate": _agg(rows),
+              "tree": tree, "draft_head": engine.draft_head, "max_tokens": max_tokens, "repeats": repeats, "aggregate": _agg(rows),
               "by_category": {c: _agg(rs) for c, rs in sorted(cats.items())}, "prompts": rows,
               # what the tree policy was told (calibrated seconds per pass of n tokens) beside what
               # the trees it chose delivered while running (tokens per second per plan)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from typing import Optional
@@ -9,6 +10,26 @@ from typing import Optional
 import typer
 
 from . import __version__
+
+def _no_flag_metavars() -> None:
+    """Typer writes a type after every option in --help, `<bool>` after flags too, as if they
+    took a value: flags show none."""
+    try:
+        from typer.core import TyperOption
+    except ImportError:
+        return
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is None or getattr(shown, "_mtpchat", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if getattr(self, "is_flag", False) and not getattr(self, "count", False) else shown(self, ctx)
+
+    display_type_rich._mtpchat = True
+    TyperOption.display_type_rich = display_type_rich
+
+
+_no_flag_metavars()
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
                   help="Local chat that writes several tokens per forward pass (gated-LoRA MTP on llama.cpp).")
@@ -42,15 +63,33 @@ def _check(name: str, value, ok: bool, what: str):
         raise UsageError(f"invalid value for {name}: {value} ({what})")
 
 
+INT32_MAX = 2**31 - 1
+MAX_CTX = 1 << 24       # tokens; llama.cpp allocates (and clears) the whole cache up front
+MAX_THREADS = 512       # ggml's thread pools hold at most GGML_MAX_N_THREADS = 512
+
+
+def _check_engine_options(ctx: int, threads: Optional[int], gpu_layers: int) -> None:
+    """The options that end up in ctypes fields, which would truncate them silently."""
+    _check("--ctx", ctx, 64 <= ctx <= MAX_CTX, f"64 to {MAX_CTX}")
+    _check("--threads", threads, threads is None or 1 <= threads <= MAX_THREADS, f"1 to {MAX_THREADS}")
+    _check("--gpu-layers", gpu_layers, -1 <= gpu_layers <= INT32_MAX, "-1 (all) or more")
+
+
 def load_engine(model: Optional[str], *, ctx: int, threads: Optional[int], gpu_layers: int, mtp: bool,
-                tree: str = "auto", verbose: bool = False):
+                tree: str = "auto", verbose: bool = False, draft_head: str = "sampler"):
     from . import binding
     from .engine import Engine
     from .models import resolve
 
+    from .contention import clamp_threads
+
     binding.set_verbose(verbose)
+    threads, warning = clamp_threads(threads)
+    if warning:
+        print(f"mtpchat: warning: {warning}", file=sys.stderr)
     path = resolve(model)
-    return Engine(path, n_ctx=ctx, n_threads=threads, n_gpu_layers=gpu_layers, mtp=mtp, tree=tree)
+    return Engine(path, n_ctx=ctx, n_threads=threads, n_gpu_layers=gpu_layers, mtp=mtp, tree=tree,
+                  draft_head=draft_head)
 
 
 def _errors(fn):
@@ -84,34 +123,36 @@ def run(
     system: Optional[str] = typer.Option(None, "-s", "--system", help="System prompt."),
     max_tokens: int = typer.Option(512, "-n", "--max-tokens", help="Most tokens per answer."),
     temp: Optional[float] = typer.Option(None, "--temp", help="Temperature (0 = greedy). Default: the GGUF's, else 0.8."),
-    top_p: Optional[float] = typer.Option(None, "--top-p"),
-    top_k: Optional[int] = typer.Option(None, "--top-k"),
-    min_p: Optional[float] = typer.Option(None, "--min-p"),
+    top_p: Optional[float] = typer.Option(None, "--top-p", help="Sample among the most likely tokens whose probabilities add up to P (1: off). Default: the GGUF's, else 0.95."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", help="Sample among the K most likely tokens (0: all). Default: the GGUF's, else 40."),
+    min_p: Optional[float] = typer.Option(None, "--min-p", help="Drop tokens less likely than P times the most likely one (0: off). Default: the GGUF's, else 0.05."),
     repeat_penalty: Optional[float] = typer.Option(None, "--repeat-penalty", help="Applied in verification too: output stays exact."),
-    seed: Optional[int] = typer.Option(None, "--seed"),
-    ctx: int = typer.Option(4096, "--ctx", help="Context size in tokens."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: all cores)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the sampler's random numbers, for repeatable sampled answers. Default: a new one each run."),
+    ctx: int = typer.Option(4096, "--ctx", help="Context size in tokens (llama.cpp rounds it up to a multiple of 256)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads. Default: the physical cores, and fewer while another program makes decoding crawl (said once on stderr)."),
     gpu_layers: int = typer.Option(0, "-ngl", "--gpu-layers", help="Layers to offload to the GPU (-1: all)."),
     no_mtp: bool = typer.Option(False, "--no-mtp", help="Decode plainly even with an MTP model."),
     tree: str = typer.Option("auto", "--tree", help="auto (sized to this machine) | plain | linear:K | quadratic:K | lookup:K"),
-    plain: bool = typer.Option(False, "--plain", help="No Markdown rendering."),
+    no_markdown: bool = typer.Option(False, "--no-markdown", help="Print answers as they come, without rendering Markdown."),
+    plain_alias: bool = typer.Option(False, "--plain", hidden=True),  # the old name of --no-markdown
     show_drafts: bool = typer.Option(False, "--show-drafts", help="Colour tokens that came from accepted drafts."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object with the answer and statistics."),
-    verbose: bool = typer.Option(False, "-v", "--verbose", help="Statistics (and llama.cpp's log) on stderr."),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="Statistics and llama.cpp's warnings and errors on stderr (MTPCHAT_LLAMA_LOG=1: llama.cpp's whole log)."),
 ):
     """Chat with a model; with -p or a pipe, answer once and exit."""
     from dataclasses import replace
 
     from .session import Session, sampling_defaults
 
-    _check("--max-tokens", max_tokens, max_tokens >= 1, "at least 1")
-    _check("--temp", temp, temp is None or temp >= 0, "0 or more")
+    _check("--max-tokens", max_tokens, 1 <= max_tokens <= INT32_MAX, f"1 to {INT32_MAX}")
+    _check("--temp", temp, temp is None or (math.isfinite(temp) and temp >= 0), "0 or more")
     _check("--top-p", top_p, top_p is None or 0 < top_p <= 1, "in (0, 1]")
-    _check("--top-k", top_k, top_k is None or top_k >= 0, "0 or more")
+    _check("--top-k", top_k, top_k is None or 0 <= top_k <= INT32_MAX, "0 or more")
     _check("--min-p", min_p, min_p is None or 0 <= min_p < 1, "in [0, 1)")
-    _check("--repeat-penalty", repeat_penalty, repeat_penalty is None or repeat_penalty > 0, "more than 0")
-    _check("--ctx", ctx, ctx >= 64, "at least 64")
-    _check("--threads", threads, threads is None or threads >= 1, "at least 1")
+    _check("--repeat-penalty", repeat_penalty,
+           repeat_penalty is None or (math.isfinite(repeat_penalty) and repeat_penalty > 0), "more than 0")
+    _check("--seed", seed, seed is None or 0 <= seed < 2**64, "0 or more")
+    _check_engine_options(ctx, threads, gpu_layers)
 
     interactive = prompt is None and sys.stdin.isatty() and sys.stdout.isatty() and not as_json
     text = None
@@ -128,6 +169,11 @@ def run(
                          tree="plain" if no_mtp else tree, verbose=verbose)
     if not engine.mtp and not no_mtp and (interactive or verbose):
         print("mtpchat: this model has no MTP parts: decoding plainly", file=sys.stderr)
+    ctx_note = None
+    if engine.ctx.n_ctx != ctx:
+        ctx_note = f"--ctx {ctx} became {engine.ctx.n_ctx} (llama.cpp sizes the context in multiples of 256)"
+        if interactive or verbose:
+            print(f"mtpchat: note: {ctx_note}", file=sys.stderr)
     params = sampling_defaults(engine.model)
     given = {"temperature": temp, "top_p": top_p, "top_k": top_k, "min_p": min_p,
              "repeat_penalty": repeat_penalty, "seed": seed}
@@ -135,19 +181,38 @@ def run(
     session = Session(engine, system=system, params=params, max_tokens=max_tokens)
     if engine.mtp and engine.kind == "auto":
         engine.calibrate()
+    governor = None
+    if threads is None and gpu_layers == 0:
+        # fewer threads while another program makes decoding crawl (mtpchat/contention.py)
+        from .contention import Governor
+
+        governor = Governor.for_engine(
+            engine, say=lambda m: print(f"mtpchat: {m}", file=sys.stderr, flush=True),
+            verbose=(lambda m: print(f"mtpchat: {m}", file=sys.stderr, flush=True)) if verbose else None)
     if interactive:
         from .repl import Repl
 
-        Repl(session, markdown=not plain, show_drafts=show_drafts).loop()
+        Repl(session, markdown=not (no_markdown or plain_alias), show_drafts=show_drafts, governor=governor,
+             notes=[ctx_note] if ctx_note else []).loop()
         return
-    _answer_once(session, text, as_json=as_json, verbose=verbose)
+    _answer_once(session, text, as_json=as_json, verbose=verbose, governor=governor, ctx_note=ctx_note)
 
 
-def _answer_once(session, text: str, *, as_json: bool, verbose: bool) -> None:
+def _answer_once(session, text: str, *, as_json: bool, verbose: bool, governor=None, ctx_note=None) -> None:
+    import itertools
+
+    from .session import PromptTooLong
     from .stats import status_line
 
     out = []
-    for tok in session.ask(text):
+    tokens = session.ask(text)
+    if governor is not None:
+        tokens = governor.watch(tokens, lambda: session.last)
+    try:
+        first = next(tokens, None)   # the prompt is checked against the context here
+    except PromptTooLong as e:
+        raise PromptTooLong(f"{e}; {ctx_note}" if ctx_note else str(e)) from None
+    for tok in itertools.chain([first] if first is not None else [], tokens):
         if as_json:
             out.append(tok.text)
         else:
@@ -155,13 +220,24 @@ def _answer_once(session, text: str, *, as_json: bool, verbose: bool) -> None:
             sys.stdout.flush()
     if session.dropped:
         print(f"mtpchat: dropped {session.dropped} old turn(s) to fit the context", file=sys.stderr)
+    st = session.last
     if as_json:
         print(json.dumps({"model": os.path.basename(session.engine.model.path), "text": "".join(out),
-                          "mtp": session.engine.kind != "plain", "stats": session.last.as_dict()}))
+                          "mtp": session.engine.kind != "plain", "truncated": st.truncated,
+                          "stats": st.as_dict()}))
     else:
         sys.stdout.write("\n")
+        if st.truncated and (verbose or sys.stderr.isatty()):
+            print(f"mtpchat: {cut_off_note(st, session)}", file=sys.stderr)
     if verbose:
-        print(status_line(session.last, plain=session.engine.kind == "plain"), file=sys.stderr)
+        print(status_line(st, plain=session.engine.kind == "plain"), file=sys.stderr)
+
+
+def cut_off_note(st, session) -> str:
+    """What to say when an answer stopped short: at the token limit or a full context."""
+    if st.finish_reason == "context":
+        return f"the answer was cut off: the context ({session.engine.ctx.n_ctx} tokens) is full (--ctx raises it)"
+    return f"the answer was cut off at the {session.max_tokens}-token limit (-n/--max-tokens raises it)"
 
 
 @app.command()
@@ -197,6 +273,7 @@ def bench(
     threads: Optional[int] = typer.Option(None, "--threads"),
     gpu_layers: int = typer.Option(0, "-ngl", "--gpu-layers"),
     repeats: int = typer.Option(3, "--repeats", help="Runs per prompt and side, alternating; the fastest counts."),
+    draft_head: str = typer.Option("sampler", "--draft-head", help="sampler | plain: draft with the sampler head, or with the top mask logit (to measure what the head adds)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ):
     """Plain vs MTP greedy decoding of the same GGUF, prompt by prompt, in one process."""
@@ -204,10 +281,12 @@ def bench(
     from .engine import parse_tree
 
     parse_tree(tree)
-    _check("--max-tokens", max_tokens, max_tokens >= 1, "at least 1")
-    _check("--repeats", repeats, repeats >= 1, "at least 1")
+    _check("--max-tokens", max_tokens, 1 <= max_tokens <= INT32_MAX, f"1 to {INT32_MAX}")
+    _check("--repeats", repeats, 1 <= repeats <= 1000, "1 to 1000")
+    _check_engine_options(ctx, threads, gpu_layers)
     items = load_prompts(prompts)
-    engine = load_engine(model, ctx=ctx, threads=threads, gpu_layers=gpu_layers, mtp=True, tree=tree)
+    engine = load_engine(model, ctx=ctx, threads=threads, gpu_layers=gpu_layers, mtp=True, tree=tree,
+                         draft_head=draft_head)
     result = run_bench(engine, items, max_tokens=max_tokens, tree=tree, repeats=repeats)
     if as_json:
         print(json.dumps(result, indent=1))
@@ -225,6 +304,7 @@ def calibrate(
 ):
     """Measure again what a pass of n tokens costs on this machine (the table `--tree auto` plans
     with) and replace the cached table. Run it on a quiet machine."""
+    _check_engine_options(512, threads, gpu_layers)
     engine = load_engine(model, ctx=512, threads=threads, gpu_layers=gpu_layers, mtp=True)
     table = engine.calibrate(force=True)
     note = engine.calibration_note

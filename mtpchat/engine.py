@@ -29,6 +29,8 @@ from .textstream import TextStream
 
 __all__ = ["Engine", "Stats", "Token", "parse_tree"]
 
+DRAFT_HEADS = {"sampler": 8, "plain": 1}   # shortlist the sampler head scores (1: no rescoring)
+
 
 @dataclass
 class Token:
@@ -40,7 +42,7 @@ class Token:
 class Engine:
     def __init__(self, path, *, n_ctx: int = 4096, n_threads: int | None = None, n_gpu_layers: int = 0,
                  mtp: bool = True, tree: str = "auto", n_batch: int = 512, calibration: dict | None = None,
-                 native: bool = True):
+                 native: bool = True, draft_head: str = "sampler"):
         kind, k_fixed = parse_tree(tree)
         reader = F.open_gguf(path)
         self.info = F.read_mtp_info(reader)
@@ -55,7 +57,11 @@ class Engine:
         if kind in ("linear", "quadratic") and k_fixed > self.k:
             raise ValueError(f"this model has {self.k} mask tokens: {kind}:{k_fixed} is too deep")
         self.adapter = B.Adapter(self.model) if self.mtp else None
-        head = SamplerHead(reader, self.info) if self.mtp else None
+        self.draft_head = draft_head
+        if draft_head not in DRAFT_HEADS:
+            raise ValueError(f"unknown draft head '{draft_head}' ({', '.join(DRAFT_HEADS)})")
+        # "plain": the top mask logit itself, for measuring what the sampler head adds
+        head = SamplerHead(reader, self.info, shortlist=DRAFT_HEADS[draft_head]) if self.mtp else None
         n_seq = self.k + 2 if self.mtp else 1
         self.ctx = B.Context(self.model, n_ctx=n_ctx, n_batch=n_batch, n_threads=n_threads, n_seq_max=n_seq)
         self.ctx.set_adapter(self.adapter)

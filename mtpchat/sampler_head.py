@@ -53,7 +53,9 @@ class SamplerHead:
         for j in range(n):
             row = mask_logits[j]
             cands = np.argpartition(-row, k + len(banned))[:k + len(banned)]
-            cands = cands[~np.isin(cands, banned)][:k]
+            cands = cands[~np.isin(cands, banned)]
+            # argpartition leaves its top block unordered: keep the k best, not any k of them
+            cands = cands[np.argsort(-row[cands], kind="stable")][:k]
             d = self.delta(prev, z[j])
             scores = row[cands] + np.stack([self._row(self.unembd, int(c)) for c in cands]) @ d
             prev = int(cands[int(np.argmax(scores))])

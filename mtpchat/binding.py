@@ -77,7 +77,43 @@ def set_verbose(on: bool) -> None:
     _verbose = on
 
 
+INT32_MAX = 2**31 - 1
+GGML_MAX_N_THREADS = 512     # ggml.h: thread pools hold at most this many threads
+
+
+def _c_int(name: str, value, lo: int, hi: int) -> int:
+    """`value` checked before it goes into a ctypes field, which would silently truncate it
+    (a context of 4294967360 tokens becomes 64)."""
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise ValueError(f"{name} {value!r} is out of range ({lo}..{hi})")
+    return value
+
+
+# a failed GGML_ASSERT calls abort() after printing a debugger backtrace (~150 lines); with this
+# callback it prints one line and exits 1 instead. The checks in mtpchat/metadata.py are meant to
+# keep every known assert from being reached: this is the net under them.
+@ctypes.CFUNCTYPE(None, ctypes.c_char_p)
+def _on_ggml_abort(message):
+    text = (message or b"").decode("utf-8", "replace").strip().replace("\n", " ")
+    os.write(2, f"mtpchat: error: llama.cpp stopped on a failed internal check: {text}\n".encode())
+    os._exit(1)
+
+
+def _install_abort_callback() -> None:
+    try:
+        lib = _ggml_base()
+    except OSError:
+        return
+    lib.ggml_set_abort_callback.argtypes = [ctypes.c_void_p]
+    lib.ggml_set_abort_callback.restype = ctypes.c_void_p
+    lib.ggml_set_abort_callback(ctypes.cast(_on_ggml_abort, ctypes.c_void_p))
+
+
 def _last_error(default: str) -> str:
+    # "llama_model_load: error loading model: <the reason>" says more than the final "failed to load model"
+    for line in reversed(_log_tail):
+        if "error loading model: " in line:
+            return line.strip().split("error loading model: ", 1)[1]
     for line in reversed(_log_tail):
         line = line.strip()
         if line and ("error" in line.lower() or "failed" in line.lower() or "exception" in line.lower()):
@@ -87,8 +123,16 @@ def _last_error(default: str) -> str:
 
 class Model:
     def __init__(self, path: str | Path, *, n_gpu_layers: int = 0, vocab_only: bool = False):
+        from . import metadata
+        from .format import FormatError
+
+        # llama.cpp asserts (aborts the process) on some metadata values: check them first
+        try:
+            metadata.check_file(path)
+        except FormatError as e:
+            raise LlamaError(str(e)) from None
         params = C.llama_model_default_params()
-        params.n_gpu_layers = n_gpu_layers
+        params.n_gpu_layers = _c_int("n_gpu_layers", n_gpu_layers, -1, INT32_MAX)
         params.vocab_only = vocab_only
         self.path = str(path)
         _log_tail.clear()
@@ -107,7 +151,7 @@ class Model:
             self.ptr = None
 
     def tokenize(self, text: str, *, add_special: bool = False, parse_special: bool = False) -> list[int]:
-        data = text.encode("utf-8")
+        data = text.encode("utf-8", "replace")   # a lone surrogate (from argv, say) becomes '?'
         n_max = len(data) + 8
         buf = (C.llama_token * n_max)()
         n = C.llama_tokenize(self.vocab, data, len(data), buf, n_max, add_special, parse_special)
@@ -117,10 +161,18 @@ class Model:
             n = C.llama_tokenize(self.vocab, data, len(data), buf, n_max, add_special, parse_special)
         return list(buf[:n])
 
+    def _token(self, token: int) -> int:
+        # llama.cpp indexes its vocabulary with .at(): an id outside it throws through the C API
+        # and ends the process (std::terminate)
+        if not 0 <= token < self.n_vocab:
+            raise LlamaError(f"token id {token} is outside the vocabulary ({self.n_vocab} tokens)")
+        return token
+
     def piece(self, token: int) -> bytes:
         """Bytes of one token as text (control tokens give b'')."""
         p = self._pieces.get(token)
         if p is None:
+            self._token(token)
             buf = ctypes.create_string_buffer(64)
             n = C.llama_token_to_piece(self.vocab, token, buf, 64, 0, False)
             if n < 0:
@@ -131,11 +183,20 @@ class Model:
 
     def token_text(self, token: int) -> str:
         """The vocabulary entry of a token, control tokens included (e.g. '<|im_end|>')."""
-        t = C.llama_vocab_get_text(self.vocab, token)
+        t = C.llama_vocab_get_text(self.vocab, self._token(token))
         return t.decode("utf-8", "replace") if t else ""
 
     def is_eog(self, token: int) -> bool:
         return bool(C.llama_vocab_is_eog(self.vocab, token))
+
+    @property
+    def bos(self) -> int:
+        """The vocabulary's BOS token as llama.cpp resolved it (-1: none); never the raw metadata."""
+        return C.llama_vocab_bos(self.vocab)
+
+    @property
+    def eos(self) -> int:
+        return C.llama_vocab_eos(self.vocab)
 
     @property
     def end_of_turn(self) -> int:
@@ -170,6 +231,9 @@ class Adapter:
     """A LoRA adapter from an adapter GGUF, or the gated adapter inside an MTP model file."""
 
     def __init__(self, model: Model, path: str | Path | None = None):
+        if path is not None and str(path) != model.path:
+            _check_adapter_file(path, model.n_vocab)
+        # an MTP model file's adapter values were checked with the model (metadata.check)
         _log_tail.clear()
         self.ptr = C.llama_adapter_lora_init(model.ptr, str(path or model.path).encode())
         if not self.ptr:
@@ -199,6 +263,25 @@ class Adapter:
             self.ptr = None
 
 
+def _check_adapter_file(path, n_vocab: int) -> None:
+    """The values the native adapter loader reads from a stand-alone adapter GGUF: alpha (finite:
+    it scales every gated-off token's zero too), gate ids in the vocabulary, finite matrices."""
+    from . import format as F
+
+    g = F.open_gguf(path, check=False)
+    if g.kv.get("general.type") != "adapter" or g.kv.get("adapter.type") != "lora":
+        raise F.FormatError(f"{path} is not a LoRA adapter GGUF")
+    if "adapter.lora.alpha" in g.kv:
+        F.check_alpha(g.kv["adapter.lora.alpha"])
+    gate = g.kv.get("adapter.lora.gate_token_ids")
+    if gate is not None and (not isinstance(gate, list) or
+                             not all(isinstance(i, int) and 0 <= i < n_vocab for i in gate)):
+        raise F.FormatError(f"{path}: adapter.lora.gate_token_ids must list token ids of the vocabulary")
+    for name, t in g.tensors.items():
+        if name.endswith((".lora_a", ".lora_b")) and t.type.name in ("F32", "F16"):
+            F.check_values(name, t.data, F.LORA_ABS_MAX)
+
+
 class Context:
     """A llama_context with one reusable batch. Sequences share a unified KV cache so that a
     token may belong to several sequences (tree verification)."""
@@ -206,13 +289,14 @@ class Context:
     def __init__(self, model: Model, *, n_ctx: int = 2048, n_batch: int = 512, n_threads: int | None = None,
                  n_seq_max: int = 1, embeddings: bool = False):
         params = C.llama_context_default_params()
-        params.n_ctx = n_ctx
-        params.n_batch = n_batch
+        params.n_ctx = _c_int("the context size", n_ctx, 1, INT32_MAX)
+        params.n_batch = _c_int("the batch size", n_batch, 1, INT32_MAX)
         params.n_ubatch = n_batch
-        params.n_seq_max = n_seq_max
+        params.n_seq_max = _c_int("n_seq_max", n_seq_max, 1, 256)
         params.kv_unified = True
         params.embeddings = embeddings
         threads = n_threads or default_threads()
+        _c_int("the thread count", threads, 1, GGML_MAX_N_THREADS)
         params.n_threads = threads
         params.n_threads_batch = threads
         self.model = model
@@ -237,6 +321,7 @@ class Context:
 
     def set_n_threads(self, n: int) -> None:
         """Threads for the next passes (single-token and batch alike), without a new context."""
+        _c_int("the thread count", n, 1, GGML_MAX_N_THREADS)
         C.llama_set_n_threads(self.ptr, n, n)
         self.n_threads = n
 
@@ -355,6 +440,16 @@ def quantize_model(src: str | Path, dst: str | Path, ftype: str, n_threads: int 
 _ggml = None
 
 
+def _loaded(name: str) -> list[Path]:
+    """Files of shared libraries named like `name` that this process has mapped (Linux)."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split(None, 5)[-1].strip() for line in f if name in line}
+    except OSError:
+        return []
+    return [Path(p) for p in sorted(paths) if p.startswith("/") and Path(p).name.startswith(f"lib{name}.")]
+
+
 def _ggml_base():
     """libggml-base, loaded by libllama and lying next to it: gguf-py quantises only the simple
     block types (Q4_0 ... Q8_0); K-quants and IQ types need ggml's C code, and this way the same
@@ -362,7 +457,9 @@ def _ggml_base():
     global _ggml
     if _ggml is None:
         folder = Path(C._lib._name).parent
-        cands = sorted(folder.glob("libggml-base.*")) + sorted(folder.glob("ggml-base.*"))
+        # wheels hold copies, not symlinks, of libggml-base.so{,.0,.0.x}: take the copy libllama
+        # loaded (another copy would be a second library with its own state)
+        cands = _loaded("ggml-base") + sorted(folder.glob("libggml-base.*")) + sorted(folder.glob("ggml-base.*"))
         if not cands:
             raise OSError(f"libggml-base not found next to {C._lib._name}")
         lib = ctypes.CDLL(str(cands[0]))
@@ -395,3 +492,6 @@ def quantize_rows(rows: np.ndarray, qtype: int) -> np.ndarray:
     if written != dst.nbytes:
         raise RuntimeError(f"ggml_quantize_chunk wrote {written} bytes, expected {dst.nbytes}")
     return dst
+
+
+_install_abort_callback()

@@ -14,6 +14,7 @@ one readable line.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,6 +138,8 @@ def read_config(folder: str | Path) -> dict:
         cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ConvertError(f"{cfg_path} is not valid JSON: {e}") from None
+    except RecursionError:
+        raise ConvertError(f"{cfg_path} is not valid JSON: nested too deeply") from None
     _require(isinstance(cfg, dict), f"{CONFIG} must hold a JSON object")
     _require(cfg.get("format") == FORMAT, f"{CONFIG}: 'format' must be \"{FORMAT}\"")
     version = cfg.get("format_version")
@@ -165,8 +168,13 @@ def load_checkpoint(folder: str | Path) -> Checkpoint:
     rank = _int(lora, "rank", f"{CONFIG} lora")
     alpha = lora.get("alpha")
     _require(isinstance(alpha, (int, float)) and not isinstance(alpha, bool), f"{CONFIG}: lora 'alpha' must be a number")
+    try:   # Python's json reads NaN and Infinity; a NaN alpha would reach ordinary tokens
+        F.check_alpha(alpha)
+    except F.FormatError as e:
+        raise ConvertError(f"{CONFIG}: {e}") from None
     targets = lora.get("target_modules")
-    _require(isinstance(targets, list) and targets and all(t in HF_TO_GGUF for t in targets),
+    _require(isinstance(targets, list) and targets and all(isinstance(t, str) and t in HF_TO_GGUF for t in targets)
+             and len(set(targets)) == len(targets),
              f"{CONFIG}: lora 'target_modules' must be a non-empty subset of {', '.join(HF_TO_GGUF)}")
 
     s = cfg.get("sampler")
@@ -175,7 +183,8 @@ def load_checkpoint(folder: str | Path) -> Checkpoint:
     for key, value in want.items():
         _require(s.get(key, value) == value, f"sampler {key} {s.get(key)!r} is not supported (only {value!r})")
     eps = s.get("norm_eps", SAMPLER_EPS)
-    _require(isinstance(eps, (int, float)) and not isinstance(eps, bool) and eps > 0, f"{CONFIG}: sampler 'norm_eps' must be positive")
+    _require(isinstance(eps, (int, float)) and not isinstance(eps, bool) and math.isfinite(eps) and 0 < eps < 1,
+             f"{CONFIG}: sampler 'norm_eps' must be a finite number in (0, 1)")
     _require(s.get("hidden_size", d) == d, f"sampler hidden_size {s.get('hidden_size')} differs from hidden_size {d}")
     return Checkpoint(folder, cfg, arch, d, vocab, k, list(masks), rank, float(alpha), list(targets), float(eps))
 
@@ -193,6 +202,14 @@ def _read(folder: Path, name: str) -> dict[str, np.ndarray]:
     try:
         return read_safetensors(path)
     except TensorFileError as e:
+        raise ConvertError(str(e)) from None
+
+
+def _finite(what: str, a: np.ndarray, limit: float | None = None) -> None:
+    _require(a.dtype.kind == "f", f"{what} must be a floating-point tensor, not {a.dtype}")
+    try:
+        F.check_values(what, a, limit)
+    except F.FormatError as e:
         raise ConvertError(str(e)) from None
 
 
@@ -263,6 +280,9 @@ def build_parts(ck: Checkpoint, base: dict) -> MtpParts:
     out = masks.pop("mask_output", None)
     _require(out is None or out.shape == (k, d), f"shape mismatch: mask_output is {None if out is None else out.shape}, expected ({k}, {d})")
     _require(not masks, f"{MASKS} has unexpected tensors: {', '.join(sorted(masks))}")
+    _finite("mask_embeddings", emb)
+    if out is not None:
+        _finite("mask_output", out)
 
     sampler = _read(ck.folder, SAMPLER)
     for name, want in F.sampler_shapes(d).items():
@@ -270,6 +290,8 @@ def build_parts(ck: Checkpoint, base: dict) -> MtpParts:
         _require(sampler[name].shape == want, f"shape mismatch: sampler {name} is {sampler[name].shape}, expected {want}")
     extra = set(sampler) - set(F.SAMPLER_TENSORS)
     _require(not extra, f"{SAMPLER} has unexpected tensors: {', '.join(sorted(extra))}")
+    for name in F.SAMPLER_TENSORS:
+        _finite(f"sampler {name}", sampler[name])
 
     raw = _read(ck.folder, ADAPTER)
     pairs: dict[str, dict[str, np.ndarray]] = {}
@@ -298,6 +320,8 @@ def build_parts(ck: Checkpoint, base: dict) -> MtpParts:
             heads = base["n_head"] if ".attn_q." in gname else base["n_head_kv"]
             _require(heads > 0 and n_out % (2 * heads) == 0, f"cannot permute {gname}: bad head count {heads}")
             b = permute_rows(b, heads)
+        _finite(f"LoRA {gname} A", a, F.LORA_ABS_MAX)
+        _finite(f"LoRA {gname} B", b, F.LORA_ABS_MAX)
         lora[gname] = (np.asarray(a, np.float32), np.asarray(b, np.float32))
 
     return MtpParts(mask_embd=emb.astype(np.float32), lora=lora, rank=r, alpha=ck.alpha,

@@ -171,11 +171,15 @@ def register(app) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+        from mtpchat.cleanup import Terminated, terminate_as_exception
+
         err = Console(stderr=True)
         console = Console()
         try:
-            with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                          TimeElapsedColumn(), console=err, transient=True, disable=not err.is_terminal) as p:
+            # SIGTERM and SIGHUP unwind like Ctrl-C: the temp file and the work folder go
+            with terminate_as_exception(), \
+                    Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                             TimeElapsedColumn(), console=err, transient=True, disable=not err.is_terminal) as p:
                 s = convert(src, base, out, outtype=outtype, force=force, revision=revision, progress=p)
         except (ConvertError, F.FormatError) as e:
             err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
@@ -183,6 +187,9 @@ def register(app) -> None:
         except KeyboardInterrupt:
             err.print("[red]interrupted[/red]: no output written")
             raise typer.Exit(130)
+        except Terminated as e:
+            err.print(f"[red]interrupted[/red] ({e}): no output written")
+            raise typer.Exit(e.exit_code)
         except OSError as e:  # disk full, permissions, ...
             err.print(f"[red]error:[/red] {e.strerror or e}: {e.filename or ''}", highlight=False, soft_wrap=True)
             raise typer.Exit(1)

@@ -88,6 +88,8 @@ def hf_config(folder: Path) -> dict:
         cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ConvertError(f"{folder / 'config.json'} is not readable JSON: {e}") from None
+    except RecursionError:
+        raise ConvertError(f"{folder / 'config.json'} is not readable JSON: nested too deeply") from None
     if not isinstance(cfg, dict):
         raise ConvertError(f"{folder / 'config.json'} must hold a JSON object")
     # multimodal configs (Gemma 3) keep the language model's numbers under text_config

@@ -26,6 +26,13 @@ DTYPES = {
 NUMPY_TO_ST = {np.dtype("<f8"): "F64", np.dtype("<f4"): "F32", np.dtype("<f2"): "F16",
                np.dtype("<i8"): "I64", np.dtype("<i4"): "I32", np.dtype("i1"): "I8", np.dtype("u1"): "U8"}
 MAX_HEADER = 100 << 20  # the reference implementation's limit too
+MAX_DIMS = 8            # numpy allows 64; checkpoint tensors have 1 or 2
+MAX_DIM = 1 << 40
+MAX_TENSOR_BYTES = 1 << 48
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 class TensorFileError(ValueError):
@@ -49,26 +56,37 @@ def read_header(path: str | Path) -> tuple[dict[str, dict], int]:
         raise TensorFileError(f"cannot read {p}: {e.strerror}") from None
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: nesting deeper than the stack
         raise TensorFileError(f"{p.name} is not a safetensors file (bad header)") from None
     if not isinstance(header, dict):
         raise TensorFileError(f"{p.name} is not a safetensors file (bad header)")
     header.pop("__metadata__", None)
     start = 8 + n
+    spans = []
     for name, e in header.items():
-        ok = (isinstance(e, dict) and e.get("dtype") in DTYPES and isinstance(e.get("shape"), list)
-              and all(isinstance(s, int) and s >= 0 for s in e["shape"])
+        ok = (isinstance(e, dict) and isinstance(e.get("dtype"), str) and e["dtype"] in DTYPES
+              and isinstance(e.get("shape"), list) and len(e["shape"]) <= MAX_DIMS
+              and all(_is_int(s) and 0 <= s <= MAX_DIM for s in e["shape"])
               and isinstance(e.get("data_offsets"), list) and len(e["data_offsets"]) == 2
-              and all(isinstance(o, int) for o in e["data_offsets"]))
+              and all(_is_int(o) for o in e["data_offsets"]))
         if not ok:
             raise TensorFileError(f"{p.name}: tensor {name!r} has a malformed header entry")
         begin, end = e["data_offsets"]
         want = math.prod(e["shape"]) * DTYPES[e["dtype"]].itemsize
+        if want > MAX_TENSOR_BYTES:   # keeps numpy's reshape far from int64 overflow
+            raise TensorFileError(f"{p.name}: tensor {name!r} has an implausible shape {e['shape']}")
         if not 0 <= begin <= end or end - begin != want:
             raise TensorFileError(f"{p.name}: tensor {name!r} has inconsistent offsets")
         if start + end > size:
             raise TensorFileError(f"{p.name} is truncated: tensor {name!r} ends at byte {start + end}, "
                                   f"the file has {size}")
+        if end > begin:
+            spans.append((begin, end, name))
+    # two tensors over the same bytes would alias each other (the format forbids it)
+    spans.sort()
+    for (b0, e0, n0), (b1, e1, n1) in zip(spans, spans[1:]):
+        if b1 < e0:
+            raise TensorFileError(f"{p.name}: tensors {n0!r} and {n1!r} overlap in the file")
     return header, start
 
 

@@ -95,6 +95,8 @@ def write_mtp_gguf(base, out: str | Path, parts: MtpParts, *, force: bool = Fals
     for name, want in F.sampler_shapes(n_embd).items():
         if name not in parts.sampler or parts.sampler[name].shape != want:
             raise F.FormatError(f"sampler tensor {name} missing or not of shape {want}")
+    F.check_alpha(parts.alpha)
+    F.check_eps(parts.sampler_eps)
     mask_ids = list(range(n_vocab, n_vocab + k))
     mask_texts = list(parts.mask_tokens) if parts.mask_tokens else [F.mask_token_text(j + 1) for j in range(k)]
     if len(mask_texts) != k or len(set(mask_texts)) != k:
@@ -154,11 +156,24 @@ def write_mtp_gguf(base, out: str | Path, parts: MtpParts, *, force: bool = Fals
         writer.write_kv_data_to_file()
         _write_tensors(writer, progress)
         writer.close()
+        _check_written(tmp)
         os.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return out
+
+
+def _check_written(path: Path) -> None:
+    """The file just written passes the checks every loader runs (mtpchat/metadata.py): convert
+    never leaves a model that mtpchat run or info would refuse."""
+    from mtpchat import metadata
+
+    g = F.open_gguf(path, check=False)
+    try:
+        metadata.check(g)
+    finally:
+        del g
 
 
 def _write_tensors(writer, progress) -> None:

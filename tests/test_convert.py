@@ -333,7 +333,89 @@ def damage(case, ck, tmp_path):
         return ["--outtype", "q4_k_m"]
     elif case == "no-base":
         return []
+    elif case in HOSTILE:
+        HOSTILE[case][0](ck)
     return None
+
+
+# -- hostile checkpoints (issue 10): type confusion, recursion, overflow, aliasing, non-finite ----
+
+def _raw_safetensors(path, header: bytes, data: bytes = b""):
+    import struct
+
+    path.write_bytes(struct.pack("<Q", len(header)) + header + data)
+
+
+def _header_of(path) -> tuple[dict, bytes]:
+    import struct
+
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    return json.loads(raw[8:8 + n]), raw[8 + n:]
+
+
+def _edit_header(path, fn):
+    header, data = _header_of(path)
+    fn(header)
+    _raw_safetensors(path, json.dumps(header).encode(), data)
+
+
+def _set_tensor(ck, file, name, value):
+    t = read_safetensors(ck / file)
+    key = next(n for n in t if n.endswith(name))
+    t[key] = np.full_like(t[key], value)
+    write_safetensors(ck / file, t)
+
+
+def _lora(ck, **changes):
+    cfg = json.loads((ck / "mtp_config.json").read_text())
+    edit_config(ck, lora={**cfg["lora"], **changes})
+
+
+def _sampler(ck, **changes):
+    cfg = json.loads((ck / "mtp_config.json").read_text())
+    edit_config(ck, sampler={**cfg["sampler"], **changes})
+
+
+def _overlap(header):
+    names = [n for n in header if n != "__metadata__"]
+    a, b = names[0], names[1]
+    header[b]["data_offsets"] = list(header[a]["data_offsets"])
+    header[b]["shape"], header[b]["dtype"] = list(header[a]["shape"]), header[a]["dtype"]
+
+
+HOSTILE = {
+    "dtype-list": (lambda ck: _edit_header(ck / C.SAMPLER, lambda h: h["fc1.bias"].update(dtype=["F32"])),
+                   "malformed header entry"),
+    "shape-bool": (lambda ck: _edit_header(ck / C.SAMPLER, lambda h: h["fc1.bias"].update(shape=[True])),
+                   "malformed header entry"),
+    "shape-overflow": (lambda ck: _edit_header(ck / C.MASKS, lambda h: h["mask_embeddings"].update(shape=[2**40, 2**40, 2**40])),
+                       "implausible shape"),
+    "shape-huge-dim": (lambda ck: _edit_header(ck / C.MASKS, lambda h: h["mask_embeddings"].update(shape=[2**62, 0])),
+                       "malformed header entry"),
+    "overlap": (lambda ck: _edit_header(ck / C.SAMPLER, _overlap), "overlap"),
+    "deep-header": (lambda ck: _raw_safetensors(ck / C.SAMPLER, b"[" * 100_000 + b"]" * 100_000), "bad header"),
+    "deep-config": (lambda ck: (ck / "mtp_config.json").write_text('{"a":' * 100_000 + "1" + "}" * 100_000),
+                    "nested too deeply"),
+    "targets-list": (lambda ck: _lora(ck, target_modules=[["q_proj"]]), "target_modules"),
+    "targets-dict": (lambda ck: _lora(ck, target_modules=[{"q_proj": 1}]), "target_modules"),
+    "targets-str": (lambda ck: _lora(ck, target_modules="q_proj"), "target_modules"),
+    "alpha-nan": (lambda ck: (ck / "mtp_config.json").write_text(
+        (ck / "mtp_config.json").read_text().replace('"alpha": 16.0', '"alpha": NaN')), "alpha nan"),
+    "alpha-inf": (lambda ck: (ck / "mtp_config.json").write_text(
+        (ck / "mtp_config.json").read_text().replace('"alpha": 16.0', '"alpha": Infinity')), "alpha inf"),
+    "alpha-huge-negative": (lambda ck: _lora(ck, alpha=-1e30), "alpha -1e+30"),
+    "alpha-string": (lambda ck: _lora(ck, alpha="16"), "'alpha' must be a number"),
+    "rank-bool": (lambda ck: _lora(ck, rank=True), "'rank' must be a positive integer"),
+    "eps-inf": (lambda ck: (ck / "mtp_config.json").write_text(
+        (ck / "mtp_config.json").read_text().replace('"norm_eps": 1e-05', '"norm_eps": Infinity')), "norm_eps"),
+    "masks-dict": (lambda ck: edit_config(ck, mask_tokens={"a": 1}), "mask_tokens"),
+    "sampler-nan": (lambda ck: _set_tensor(ck, C.SAMPLER, "fc2.weight", np.nan), "not finite"),
+    "lora-inf": (lambda ck: _set_tensor(ck, C.ADAPTER, "lora_B.weight", np.inf), "not finite"),
+    "lora-huge": (lambda ck: _set_tensor(ck, C.ADAPTER, "lora_A.weight", 1e20), "beyond"),
+    "mask-embedding-nan": (lambda ck: _set_tensor(ck, C.MASKS, "mask_embeddings", np.nan), "not finite"),
+    "config-list": (lambda ck: (ck / "mtp_config.json").write_text("[1, 2]"), "must hold a JSON object"),
+}
 
 
 BAD = {
@@ -341,6 +423,7 @@ BAD = {
     "arch": "not supported yet", "arch-mismatch": "architecture 'qwen2'", "shape": "shape mismatch",
     "hidden": "hidden size mismatch", "vocab": "vocabulary mismatch", "pickle": "pickle",
     "pickle-base": "pickle", "truncated": "truncated", "outtype": "is not known", "no-base": "--base",
+    **{case: needle for case, (_, needle) in HOSTILE.items()},
 }
 
 
@@ -412,3 +495,32 @@ def test_real_cli(tmp_path, tiny_base):
     r = run_cli("convert", tmp_path / "ck", "--base", tiny_base, "-o", tmp_path / "o.gguf")
     assert r.returncode == 1 and r.stdout == ""
     assert r.stderr.strip().startswith("error:") and "--force" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP", "SIGINT"])
+def test_signal_during_convert_leaves_nothing_behind(tmp_path, smol_path, sig):
+    """A real `mtpchat convert` process, signalled while it writes: no output, no temp file, no
+    work folder (SIGTERM and SIGHUP clean up as Ctrl-C does), one line on stderr."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    make_checkpoint(tmp_path / "ck", smol_path, rank=4)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out = out_dir / "smol-mtp.gguf"
+    proc = subprocess.Popen([sys.executable, "-m", "mtpchat", "convert", str(tmp_path / "ck"), "--base",
+                             str(smol_path), "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    # wait until the temp file is being written (the work folder exists from the start)
+    while not any(p.name.endswith(".tmp") for p in out_dir.iterdir()):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the temp file never appeared"
+        time.sleep(0.002)
+    proc.send_signal(getattr(signal, sig))
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == (130 if sig == "SIGINT" else 128 + getattr(signal, sig)), (proc.returncode, stderr)
+    assert "Traceback" not in stderr and len([l for l in stderr.splitlines() if l.strip()]) == 1, stderr
+    assert "no output written" in stderr
+    assert list(out_dir.iterdir()) == [], list(out_dir.iterdir())

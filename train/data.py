@@ -13,10 +13,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 from typing import Callable
 
 from .base import TrainError
+
+
+class OutOfTime(Exception):
+    """The time limit came while generating targets; the answers finished so far are cached."""
+
+    def __init__(self, done: int, total: int):
+        super().__init__(f"{done} of {total} prompts")
+        self.done, self.total = done, total
+
+
+def _late(deadline: float | None) -> bool:
+    return deadline is not None and time.perf_counter() >= deadline
 
 
 def read_prompts(path: str | Path | None) -> list[dict]:
@@ -57,13 +70,18 @@ def _messages(p: dict) -> list[dict]:
 
 
 def _append_answers(cache: Path, prompts: list[dict], todo: list[dict], done: list[dict], answer,
-                    on_item) -> list[dict]:
+                    on_item, deadline: float | None = None) -> list[dict]:
     """Append `answer(prompt) -> (prompt_ids, answer_ids, stopped)` for every prompt in `todo`, one
-    flushed line each, so that an interruption loses at most the prompt in progress."""
+    flushed line each, so that an interruption loses at most the prompt in progress. At the
+    deadline (time.perf_counter()) it raises OutOfTime; `answer` returns None when the deadline
+    came in the middle of an answer, which is then not cached (a cut answer is not a target)."""
     cache.parent.mkdir(parents=True, exist_ok=True)
     with cache.open("a") as f:
         for n, p in enumerate(todo):
-            ids, answer_ids, stopped = answer(p)
+            got = None if _late(deadline) else answer(p)
+            if got is None:
+                raise OutOfTime(len(prompts) - len(todo) + n, len(prompts))
+            ids, answer_ids, stopped = got
             item = {"id": p["id"], "category": p.get("category", "other"), "prompt_ids": list(ids),
                     "answer_ids": answer_ids, "stopped": stopped}
             f.write(json.dumps(item) + "\n")
@@ -76,9 +94,10 @@ def _append_answers(cache: Path, prompts: list[dict], todo: list[dict], done: li
 
 def generate_gguf(gguf: str | Path, prompts: list[dict], cache: str | Path, *, max_tokens: int = 256,
                   n_ctx: int = 2048, on_item: Callable[[int, int], None] | None = None,
-                  n_threads: int | None = None) -> list[dict]:
+                  n_threads: int | None = None, deadline: float | None = None) -> list[dict]:
     """Greedy answers of the base GGUF for every prompt not yet in `cache`; returns all examples.
-    Prompts are formatted exactly as `mtpchat run` formats them (mtpchat.chat.ChatFormat)."""
+    Prompts are formatted exactly as `mtpchat run` formats them (mtpchat.chat.ChatFormat).
+    Raises OutOfTime at `deadline` (a time.perf_counter()), with the finished answers cached."""
     from mtpchat.chat import ChatFormat, ChatTemplateError
     from mtpchat.engine import Engine
     from mtpchat.sampling import GREEDY
@@ -107,19 +126,23 @@ def generate_gguf(gguf: str | Path, prompts: list[dict], cache: str | Path, *, m
             except ChatTemplateError as e:
                 raise TrainError(str(e)) from None
             limit = min(max_tokens, n_ctx - len(ids) - 2)
-            answer_ids = [t.id for t in eng.generate(ids, GREEDY, max_tokens=limit)]
+            answer_ids = []
+            for t in eng.generate(ids, GREEDY, max_tokens=limit):
+                if _late(deadline):
+                    return None
+                answer_ids.append(t.id)
             stopped = len(answer_ids) < limit
             if stopped and eot >= 0:
                 answer_ids.append(int(eot))
             return ids, answer_ids, stopped
 
-        return _append_answers(cache, prompts, todo, done, answer, on_item)
+        return _append_answers(cache, prompts, todo, done, answer, on_item, deadline)
     finally:
         eng.close()
 
 
 def generate_torch(model, tokenizer, prompts: list[dict], cache: str | Path, *, max_tokens: int = 256,
-                   on_item=None) -> list[dict]:
+                   on_item=None, deadline: float | None = None) -> list[dict]:
     """Fallback for a Hugging Face base without a GGUF: greedy answers from torch. They can differ
     from what llama.cpp will verify on near-ties, so a GGUF of the same model is better."""
     import torch
@@ -140,7 +163,7 @@ def generate_torch(model, tokenizer, prompts: list[dict], cache: str | Path, *, 
         answer_ids = out[0, len(ids):].tolist()
         return ids, answer_ids, bool(answer_ids) and answer_ids[-1] == eot
 
-    return _append_answers(cache, prompts, todo, done, answer, on_item)
+    return _append_answers(cache, prompts, todo, done, answer, on_item, deadline)
 
 
 def split(examples: list[dict], dev_fraction: float = 0.05, min_dev: int = 1) -> tuple[list[dict], list[dict]]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -12,35 +12,9 @@ import torch.nn.functional as F
 
 from . import checkpoint as ckpt
 from .base import TrainError
+from .config import TrainConfig  # noqa: F401  (re-exported: `from .trainer import TrainConfig`)
 from .layout import build_layout
 from .model import MtpModel
-
-
-@dataclass
-class TrainConfig:
-    n_masks: int = 4
-    rank: int = 16
-    alpha: float = 32.0
-    lr: float = 5e-4
-    weight_decay: float = 0.0
-    warmup: int = 20
-    steps: int | None = None          # default: `epochs` passes over the training data
-    epochs: float = 1.0
-    batch_tokens: int = 1024           # ordinary tokens packed into one step
-    max_len: int = 1024                # longer sequences are cut
-    anchors_per_seq: int | None = None # None: masks after every answer token
-    max_minutes: float | None = None
-    save_every: int = 100
-    eval_every: int = 100
-    eval_seqs: int = 16
-    eval_at_start: bool = True         # a baseline estimate before the first step
-    seed: int = 0
-    w_mask: float = 1.0                # loss weights (the paper's are all 1)
-    w_sampler: float = 1.0
-    w_latent: float = 1.0
-    ce_vocab: str = "full"             # "full": whole vocabulary; "data": only the ids the training answers use
-    sampler_lr_scale: float = 1.0      # the sampler head's learning rate as a multiple of lr
-    threads: int | None = None         # torch CPU threads (None: leave torch's default)
 
 
 @dataclass
@@ -179,7 +153,10 @@ class Trainer:
 
     def __init__(self, model: MtpModel, data: Examples, cfg: TrainConfig, out: str | Path, *,
                  base_name: str, architecture: str, console=None, resume: bool = True,
-                 init_from: str | Path | None = None):
+                 init_from: str | Path | None = None, deadline: float | None = None):
+        """deadline: a time.perf_counter() by which run() stops (--max-minutes counted from the
+        start of the whole command, target generation included); max_minutes alone counts from
+        the start of run()."""
         self.model, self.data, self.cfg, self.out = model, data, cfg, Path(out)
         self.base_name, self.arch, self.console = base_name, architecture, console
         if cfg.threads and model.device.type == "cpu":
@@ -187,7 +164,7 @@ class Trainer:
         if cfg.ce_vocab not in ("data", "full"):
             raise TrainError(f"unknown ce_vocab '{cfg.ce_vocab}' (data, full)")
         self.subset = vocab_subset(data.train, model.vocab_size) if cfg.ce_vocab == "data" else None
-        self.deadline: float | None = None
+        self.deadline = deadline
         head = [p for p in model.sampler.parameters() if p.requires_grad]
         head_ids = {id(p) for p in head}
         rest = [p for p in model.trainable() if id(p) not in head_ids]
@@ -197,6 +174,13 @@ class Trainer:
                                      lr=cfg.lr, weight_decay=cfg.weight_decay)
         per_epoch = len(make_packs(data.train, cfg, 0))
         self.total = cfg.steps if cfg.steps is not None else max(1, math.ceil(per_epoch * cfg.epochs))
+        self.notes: list[str] = []
+        if cfg.warmup and cfg.warmup >= self.total:
+            # a warm-up as long as the run would never reach the peak learning rate
+            w = self.total // 10
+            self.notes.append(f"--warmup {cfg.warmup} is not shorter than the run ({self.total} step"
+                              f"{'s' if self.total > 1 else ''}): warming up over {w} step{'s' if w != 1 else ''}")
+            self.cfg = cfg = replace(cfg, warmup=w)
         self.step = 0
         self.elapsed = 0.0
         self.history: list[dict] = []
@@ -289,18 +273,22 @@ class Trainer:
         return r
 
     def run(self, on_step=None, on_eval=None) -> dict:
-        """Train until `total` steps or `max_minutes`; checkpoints every save_every steps and at the end."""
+        """Train until `total` steps or the time limit (`max_minutes` from now, or the deadline
+        given); checkpoints after the first step of a fresh run, every save_every steps and at
+        the end."""
         cfg = self.cfg
         limit = cfg.max_minutes * 60 if cfg.max_minutes else None
         started = time.perf_counter()
         at_start = self.elapsed
-        # evaluations inside the run stop at the time limit too (the final one runs in full)
-        deadline = started + limit if limit is not None else None
+        # evaluations stop at the time limit too (each evaluates at least one sequence)
+        ends = [t for t in (started + limit if limit is not None else None, self.deadline) if t is not None]
+        deadline = min(ends) if ends else None
+        fresh = not (self.out / ckpt.CONFIG).exists()
         if self.step == 0 and self.data.dev and cfg.eval_every and cfg.eval_at_start:
             r = self.eval(deadline)
             on_eval and on_eval(r)
         while self.step < self.total:
-            if limit is not None and time.perf_counter() - started >= limit:
+            if deadline is not None and time.perf_counter() >= deadline:
                 break
             t0 = time.perf_counter()
             info = self.train_step()
@@ -310,11 +298,12 @@ class Trainer:
             if self.data.dev and cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < self.total:
                 r = self.eval(deadline)
                 on_eval and on_eval(r)
-            if cfg.save_every and self.step % cfg.save_every == 0:
-                self.save()
+            if (cfg.save_every and self.step % cfg.save_every == 0) or fresh:
+                self.save()   # a fresh run has a checkpoint (and resume state) after its first step
+                fresh = False
         self.elapsed = at_start + time.perf_counter() - started
         if self.data.dev and cfg.eval_every and (not self.history or self.history[-1]["step"] != self.step):
-            r = self.eval()
+            r = self.eval(deadline)
             on_eval and on_eval(r)
         self.save()
         return {"step": self.step, "total": self.total, "elapsed_s": self.elapsed,

@@ -289,6 +289,11 @@ def check(g) -> None:
     align = g.kv.get("general.alignment")
     if align is not None and (g.kv_types["general.alignment"][0].name != "UINT32" or align < 8):
         _fail("general.alignment must be a uint32 power of two of at least 8")
+    _int(g, "general.file_type", 0, INT32_MAX)
+    if not g.tensors:
+        _fail("the GGUF holds no tensors")
+    if arch in F.SUPPORTED_ARCHS and "token_embd.weight" not in g.tensors:
+        _fail("the GGUF has no token_embd.weight")
     _tokenizer(g)
     _hparams(g, arch)
     _sampling(g)

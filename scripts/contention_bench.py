@@ -92,7 +92,7 @@ def main() -> int:
             eng.ctx.set_n_threads(fixed)
         n, s = decode(eng, prompt, args.seconds, gov)
         rows.append((name, n, s, eng.ctx.n_threads))
-        print(f"  {name:<44} {n / s if s else 0:7.1f} tok/s  ({n} tokens, {s:.1f} s, ends at {eng.ctx.n_threads} threads)",
+        print(f"  {name:<44} {n / s if s else 0:7.1f} tok/s  ({n} tokens, {s:.1f} s, ends at {eng.ctx.n_threads} thread{'s' if eng.ctx.n_threads != 1 else ''})",
               flush=True)
 
     said = []

@@ -180,7 +180,14 @@ def run(
     params = replace(params, **{k: v for k, v in given.items() if v is not None})
     session = Session(engine, system=system, params=params, max_tokens=max_tokens)
     if engine.mtp and engine.kind == "auto":
-        engine.calibrate()
+        if interactive:   # the first start on a machine measures for a few seconds: say so
+            from rich.console import Console
+
+            with Console(stderr=True).status("this machine's pass costs (measured once per model and thread "
+                                             "count, then cached) ..."):
+                engine.calibrate()
+        else:
+            engine.calibrate()
     governor = None
     if threads is None and gpu_layers == 0:
         # fewer threads while another program makes decoding crawl (mtpchat/contention.py)

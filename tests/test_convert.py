@@ -494,7 +494,7 @@ def test_real_cli(tmp_path, tiny_base):
     assert "o.gguf" in r.stdout and "masks: 3" in r.stdout
     r = run_cli("convert", tmp_path / "ck", "--base", tiny_base, "-o", tmp_path / "o.gguf")
     assert r.returncode == 1 and r.stdout == ""
-    assert r.stderr.strip().startswith("error:") and "--force" in r.stderr and "Traceback" not in r.stderr
+    assert r.stderr.strip().startswith("mtpchat: error:") and "--force" in r.stderr and "Traceback" not in r.stderr
 
 
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP", "SIGINT"])

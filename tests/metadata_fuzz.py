@@ -188,70 +188,99 @@ def _show(v):
 
 # -- running: one forked child per CLI call ----------------------------------------------------
 
-def _run_forked(argv: list[str], timeout: float = 120.0) -> dict:
-    """mtpchat's CLI with `argv` in a forked child: exit code (or signal), stderr and stdout."""
-    import signal
+def _start(argv: list[str]):
+    """mtpchat's CLI with `argv` in a forked child; returns (pid, stdout file, stderr file)."""
     import tempfile
+
+    out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+    pid = os.fork()
+    if pid == 0:  # the child
+        code = 1
+        try:
+            os.dup2(out.fileno(), 1)
+            os.dup2(err.fileno(), 2)
+            sys.argv = ["mtpchat", *argv]
+            from mtpchat.cli import main
+
+            try:
+                main()
+                code = 0
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else 1
+        except BaseException:  # noqa: BLE001 - a traceback is a finding: print it
+            import traceback
+
+            traceback.print_exc()
+            code = 1
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    return pid, out, err
+
+
+def _finish(pid, out, err, status=None) -> dict:
+    if status is None:
+        return {"rc": None, "hung": True, "stderr": "", "stdout": ""}
+    out.seek(0)
+    err.seek(0)
+    r = {"rc": os.waitstatus_to_exitcode(status), "stderr": err.read().decode("utf-8", "replace"),
+         "stdout": out.read().decode("utf-8", "replace")}
+    out.close()
+    err.close()
+    return r
+
+
+def run_calls(calls: list[list[str]], *, jobs: int, timeout: float = 120.0) -> list[dict]:
+    """Every argv of `calls` in its own forked child, `jobs` at a time (each uses one thread)."""
+    import signal
     import time
 
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        pid = os.fork()
-        if pid == 0:  # the child
-            code = 1
-            try:
-                os.dup2(out.fileno(), 1)
-                os.dup2(err.fileno(), 2)
-                sys.argv = ["mtpchat", *argv]
-                from mtpchat.cli import main
-
-                try:
-                    main()
-                    code = 0
-                except SystemExit as e:
-                    code = e.code if isinstance(e.code, int) else 1
-            except BaseException:  # noqa: BLE001 - a traceback is a finding: print it
-                import traceback
-
-                traceback.print_exc()
-                code = 1
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(code)
-        deadline = time.monotonic() + timeout
-        while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                break
+    results: list[dict | None] = [None] * len(calls)
+    running: dict[int, tuple] = {}   # pid -> (index, out, err, deadline)
+    todo = list(range(len(calls)))
+    while todo or running:
+        while todo and len(running) < jobs:
+            i = todo.pop(0)
+            pid, out, err = _start(calls[i])
+            running[pid] = (i, out, err, time.monotonic() + timeout)
+        pid, status = os.waitpid(-1, os.WNOHANG)
+        if pid in running:
+            i, out, err, _ = running.pop(pid)
+            results[i] = _finish(pid, out, err, status)
+            continue
+        for pid, (i, out, err, deadline) in list(running.items()):
             if time.monotonic() > deadline:
                 os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
-                return {"rc": None, "hung": True, "stderr": "", "stdout": ""}
-            time.sleep(0.01)
-        out.seek(0)
-        err.seek(0)
-        return {"rc": os.waitstatus_to_exitcode(status), "stderr": err.read().decode("utf-8", "replace"),
-                "stdout": out.read().decode("utf-8", "replace")}
+                running.pop(pid)
+                results[i] = _finish(pid, out, err)
+        time.sleep(0.005)
+    return results
 
 
-def run_cases(cases: list[dict]) -> list[dict]:
+def run_cases(cases: list[dict], *, jobs: int | None = None) -> list[dict]:
     import mtpchat.cli  # noqa: F401 - imported once, before any fork (no llama.cpp threads yet)
 
-    results = []
+    jobs = jobs or max(1, min(4, os.cpu_count() or 1))
+    calls, where = [], []
     for c in cases:
         if "skipped" in c:
-            results.append(c)
             continue
-        r = dict(c)
-        r["info"] = _run_forked(["info", c["path"], "--json"])
         common = ["run", c["path"], "-p", "hello", "-n", "4", "--temp", "0", "--ctx", "256", "--threads", "1", "--json"]
+        mine = {"info": ["info", c["path"], "--json"]}
         if c["mtp"]:
-            r["run"] = _run_forked(common + ["--tree", "quadratic:2"])
-            r["plain"] = _run_forked(common + ["--no-mtp"])
+            mine.update(run=common + ["--tree", "quadratic:2"], plain=common + ["--no-mtp"])
         else:
-            r["run"] = _run_forked(common)
-        results.append(r)
-    return results
+            mine["run"] = common
+        for name, argv in mine.items():
+            calls.append(argv)
+            where.append((c["i"], name))
+    done = run_calls(calls, jobs=jobs)
+    results = {c["i"]: dict(c) for c in cases}
+    for (i, name), r in zip(where, done):
+        results[i][name] = r
+    return [results[c["i"]] for c in cases]
 
 
 if __name__ == "__main__":

@@ -286,6 +286,7 @@ def test_repl_survives_hostile_chat_files_and_a_failed_save(tiny_base, tmp_path)
         child.expect(">>>")
         before = child.before
         child.sendline("hello")
+        child.expect("tokens/step")   # the answer's status line: the session is alive
         child.expect(">>>")
         child.sendline("/exit")
         child.expect(pexpect.EOF)

@@ -28,7 +28,7 @@ INT32_MAX = 2**31 - 1           # llama.cpp hands counts and ids out as int32
 MAX_CHAT_TEMPLATE = 1 << 20     # characters; real templates are a few KiB
 # the tokenizer types llama.cpp loads without asserting later ("bert" and "none" abort in the
 # tokenizer without their special tokens; unknown names fail to load)
-TOKENIZER_MODELS = ("llama", "gpt2", "t5", "rwkv")
+TOKENIZER_MODELS = ("llama", "gpt2", "t5", "rwkv", "plamo2")
 ROPE_SCALING_TYPES = ("none", "linear", "yarn", "longrope")
 SPECIAL_ID = re.compile(r"^tokenizer\.ggml\.\w+_token_id$")
 BOOL_KEYS = ("tokenizer.ggml.add_bos_token", "tokenizer.ggml.add_eos_token", "tokenizer.ggml.add_sep_token",
@@ -155,11 +155,14 @@ def _tokenizer(g) -> int:
     if len(words) != n:
         seen, dup = set(), None
         for t in tokens:
-            if t in seen:
+            # invalid UTF-8 is read as U+FFFD: two such entries may differ in their bytes, which
+            # is all llama.cpp compares (were they equal after all, the abort net still holds)
+            if t in seen and "\ufffd" not in t:
                 dup = t
                 break
             seen.add(t)
-        _fail(f"the vocabulary lists the token {dup!r} twice")
+        if dup is not None:
+            _fail(f"the vocabulary lists the token {dup!r} twice")
     for key, kinds in (("tokenizer.ggml.scores", ("FLOAT32", "INT32")), ("tokenizer.ggml.token_type", ("INT32",))):
         if key not in g.kv:
             continue
@@ -168,8 +171,8 @@ def _tokenizer(g) -> int:
             _fail(f"{key} must be an array of {' or '.join(k.lower() for k in kinds)}")
         if len(v) < n:
             _fail(f"{key} has {len(v)} entries for {n} tokens")
-        if key.endswith("scores") and not np.isfinite(np.asarray(v, dtype=np.float64)).all():
-            _fail(f"{key} holds a value that is not finite")
+        if key.endswith("scores") and np.isnan(np.asarray(v, dtype=np.float64)).any():
+            _fail(f"{key} holds NaN")   # -inf is a real score (never merge); NaN breaks every comparison
     if "tokenizer.ggml.merges" in g.kv:
         m = g.kv["tokenizer.ggml.merges"]
         if not isinstance(m, list) or g.kv_types["tokenizer.ggml.merges"][1] is not GGUFValueType.STRING:

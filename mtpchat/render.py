@@ -82,6 +82,11 @@ def _answer(fn):
 
 def serve() -> None:
     """The worker's loop: the first line holds the template source, each later one a render."""
+    import signal
+
+    # Ctrl-C is for the chat (it stops an answer), not for its template worker; the worker ends
+    # when its stdin closes, i.e. with the process that started it
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _limit_memory()
     env, raised = _environment()
     inp, out = sys.stdin.buffer, sys.stdout.buffer
@@ -160,7 +165,8 @@ class TemplateWorker:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (pkg_parent, os.environ.get("PYTHONPATH")) if p))
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "from mtpchat.render import serve; serve()"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
+            start_new_session=True)   # outside the terminal's process group: its signals are not for it
         self._finalizer = weakref.finalize(self, _kill, self.proc)
         self._buf = b""
         a = self._call({"template": self.source}, START_SECONDS)
@@ -193,12 +199,15 @@ class TemplateWorker:
         return json.loads(line)
 
     def render(self, messages: list[dict], add_generation_prompt: bool, extra: dict) -> str:
+        n = len(messages)
+        req = {"messages": messages, "add_generation_prompt": add_generation_prompt, "extra": extra,
+               "max_output": MAX_OUTPUT + OUTPUT_PER_MESSAGE * n}
+        seconds = RENDER_SECONDS + SECONDS_PER_MESSAGE * n
+        if self.proc is not None and self.proc.poll() is not None:
+            self.close()   # the worker died between renders (killed from outside): start another
         if self.proc is None:
             self._start()
-        n = len(messages)
-        a = self._call({"messages": messages, "add_generation_prompt": add_generation_prompt, "extra": extra,
-                        "max_output": MAX_OUTPUT + OUTPUT_PER_MESSAGE * n},
-                       RENDER_SECONDS + SECONDS_PER_MESSAGE * n)
+        a = self._call(req, seconds)
         if "error" in a:
             raise TemplateError(a["error"])
         return a["ok"]

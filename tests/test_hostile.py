@@ -129,6 +129,25 @@ def test_masking_fails_closed_and_never_sends_the_sentinel(tiny_base, tmp_path):
     m.close()
 
 
+def test_the_template_worker_ignores_ctrl_c_and_comes_back_when_killed():
+    """Ctrl-C stops an answer: it must not take the template worker with it (the next turn would
+    fail); a worker killed from outside is replaced at the next render."""
+    import signal
+
+    from mtpchat.render import TemplateWorker
+
+    w = TemplateWorker("{% for m in messages %}[{{ m['content'] }}]{% endfor %}")
+    msgs = [{"role": "user", "content": "a"}]
+    assert w.render(msgs, True, {}) == "[a]"
+    os.kill(w.proc.pid, signal.SIGINT)
+    time.sleep(0.3)
+    assert w.proc.poll() is None and w.render(msgs, True, {}) == "[a]"
+    w.proc.kill()
+    w.proc.wait()
+    assert w.render(msgs, True, {}) == "[a]"
+    w.close()
+
+
 def test_a_normal_turn_renders_in_milliseconds(smol_path):
     from mtpchat import binding as B
     from mtpchat.chat import ChatFormat

@@ -200,3 +200,14 @@ def test_long_conversation_drops_oldest_turns_keeping_the_system_prompt(smol_pat
     with pytest.raises(ValueError, match="not a saved"):
         t.load(tmp_path / "bad.json")
     eng.close()
+
+
+def test_the_default_model_speaks_mtp_out_of_the_box(smol_path):
+    """The committed checkpoint, built onto the plain base once, drafts well enough on a counting
+    prompt: greedy quadratic:4 makes more than 1.3 tokens per step (deterministic on the CPU)."""
+    r = run_cli("run", "-n", "64", "--temp", "0", "--tree", "quadratic:4", "--json",
+                input="Count from 1 to 30, separated by commas.\n")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["mtp"] is True and d["stats"]["tokens"] == 64
+    assert d["stats"]["tokens_per_step"] > 1.3

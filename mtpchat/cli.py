@@ -128,6 +128,7 @@ def run(
     min_p: Optional[float] = typer.Option(None, "--min-p", help="Drop tokens less likely than P times the most likely one (0: off). Default: the GGUF's, else 0.05."),
     repeat_penalty: Optional[float] = typer.Option(None, "--repeat-penalty", help="Applied in verification too: output stays exact."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the sampler's random numbers, for repeatable sampled answers. Default: a new one each run."),
+    stop: Optional[list[str]] = typer.Option(None, "--stop", "-r", help="End the answer at this text (not printed); repeatable."),
     ctx: int = typer.Option(4096, "--ctx", help="Context size in tokens (llama.cpp rounds it up to a multiple of 256)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads. Default: the physical cores, and fewer while another program makes decoding crawl (said once on stderr)."),
     gpu_layers: int = typer.Option(0, "-ngl", "--gpu-layers", help="Layers to offload to the GPU (-1: all)."),
@@ -178,7 +179,7 @@ def run(
     given = {"temperature": temp, "top_p": top_p, "top_k": top_k, "min_p": min_p,
              "repeat_penalty": repeat_penalty, "seed": seed}
     params = replace(params, **{k: v for k, v in given.items() if v is not None})
-    session = Session(engine, system=system, params=params, max_tokens=max_tokens)
+    session = Session(engine, system=system, params=params, max_tokens=max_tokens, stop=tuple(stop or ()))
     if engine.mtp and engine.kind == "auto":
         if interactive:   # the first start on a machine measures for a few seconds: say so
             from rich.console import Console

@@ -42,8 +42,9 @@ def sampling_defaults(model) -> SamplingParams:
 
 class Session:
     def __init__(self, engine: Engine, *, system: str | None = None, params: SamplingParams | None = None,
-                 max_tokens: int = 512):
+                 max_tokens: int = 512, stop: tuple[str, ...] = ()):
         self.engine = engine
+        self.stop = tuple(stop)   # strings that end an answer (not printed), as llama-cli's -r
         self.chat = ChatFormat(engine.model)
         self.system = system
         self.params = params or sampling_defaults(engine.model)
@@ -136,7 +137,8 @@ class Session:
         self.last = Stats()
         answer = []
         try:
-            for tok in self.engine.generate(tokens, self.params, max_tokens=self.max_tokens, stats=self.last):
+            for tok in self.engine.generate(tokens, self.params, max_tokens=self.max_tokens, stats=self.last,
+                                            stop=self.stop):
                 answer.append(tok.text)
                 yield tok
         finally:

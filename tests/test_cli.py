@@ -211,3 +211,12 @@ def test_the_default_model_speaks_mtp_out_of_the_box(smol_path):
     d = json.loads(r.stdout)
     assert d["mtp"] is True and d["stats"]["tokens"] == 64
     assert d["stats"]["tokens_per_step"] > 1.3
+
+
+def test_stop_strings_end_the_answer_unprinted(smol_path):
+    args = ("run", smol_path, "-n", "40", "--temp", "0", "-p", "List three colours of the rainbow, one per line.")
+    full = run_cli(*args)
+    assert full.returncode == 0 and "2." in full.stdout, full.stderr
+    cut = run_cli(*args, "--stop", "@@never@@", "-r", "2.")
+    assert cut.returncode == 0, cut.stderr
+    assert cut.stdout.rstrip() == full.stdout[:full.stdout.index("2.")].rstrip()

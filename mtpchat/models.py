@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -85,11 +84,11 @@ def ensure_default_model(*, verify: bool = False, quiet: bool = False) -> Path |
     if not quiet:
         print(f"building the default MTP model once: {out.name}", file=sys.stderr, flush=True)
     convert(str(default_checkpoint()), str(plain_base_path()), out, outtype=DEFAULT_OUTTYPE, force=True)
-    tmp = record.with_name(f".{record.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"size": out.stat().st_size, "sha256": sha256(out),
-                               "checkpoint": DEFAULT_CHECKPOINT, "base": PLAIN_BASE_FILE,
-                               "outtype": DEFAULT_OUTTYPE}) + "\n")
-    os.replace(tmp, record)
+    from .cleanup import write_text
+
+    write_text(record, json.dumps({"size": out.stat().st_size, "sha256": sha256(out),
+                                   "checkpoint": DEFAULT_CHECKPOINT, "base": PLAIN_BASE_FILE,
+                                   "outtype": DEFAULT_OUTTYPE}) + "\n")
     return out
 
 

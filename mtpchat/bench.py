@@ -80,10 +80,11 @@ def _agg(rows: list[dict]) -> dict:
             "plain_tok_s": round(plain.tok_s, 2), "mtp_tok_s": round(mtp.tok_s, 2),
             "speedup": round(mtp.tok_s / plain.tok_s, 3) if plain.tok_s else None,
             "tau": round(mtp.tau, 3) if mtp.steps else None,
-            # share of MTP generation time spent outside llama_decode, and in the sampler head
+            # share of MTP generation time outside the backend's graph compute, and in the Python
+            # sampler head (0 when the head runs in C)
             "outside_decode": _r(mtp.outside_decode, 4), "draft_share": _r(mtp.draft_share, 4),
-            # host work per step: everything but llama_decode (a CPU-measurable proxy; on a GPU the
-            # decode call also waits for the device)
+            # host work per step: everything but the graph compute, timed in C around the
+            # synchronised compute (llama_mtp_compute_us), so work moved into C still counts
             "host_ms_per_step": _r(mtp.host_ms_per_step, 3), "plain_host_ms_per_step": _r(plain.host_ms_per_step, 3)}
 
 
@@ -159,7 +160,8 @@ def run_bench(engine: Engine, items: list[dict], *, max_tokens: int, tree: str, 
     for r in rows:
         cats[r["category"]].append(r)
     result = {"model": os.path.basename(engine.model.path), "device": engine.device, "threads": engine.ctx.n_threads,
-              "tree": tree, "draft_head": engine.draft_head, "max_tokens": max_tokens, "repeats": repeats, "aggregate": _agg(rows),
+              "tree": tree, "draft_head": engine.draft_head, "step": "native" if engine.native else "python",
+              "max_tokens": max_tokens, "repeats": repeats, "aggregate": _agg(rows),
               "by_category": {c: _agg(rs) for c, rs in sorted(cats.items())}, "prompts": rows,
               # what the tree policy was told (calibrated seconds per pass of n tokens) beside what
               # the trees it chose delivered while running (tokens per second per plan)

@@ -44,9 +44,19 @@ _set_gate = _bind("llama_adapter_lora_set_gate_tokens", [C.llama_adapter_lora_p_
 _n_gate = _bind("llama_adapter_lora_get_n_gate_tokens", [C.llama_adapter_lora_p_ctypes], ctypes.c_int32)
 _get_gate = _bind("llama_adapter_lora_get_gate_tokens", [C.llama_adapter_lora_p_ctypes], _token_p)
 _i32_p = ctypes.POINTER(ctypes.c_int32)
-_verify = _bind("llama_mtp_verify_greedy",
-                [C.llama_context_p_ctypes, _i32_p, _token_p, ctypes.c_int32, _token_p, ctypes.c_int32,
-                 ctypes.c_int32, _i32_p, ctypes.c_int32, _token_p], ctypes.c_int32)
+_f32_p = ctypes.POINTER(ctypes.c_float)
+_head_init = _bind("llama_mtp_head_init",
+                   [ctypes.c_int32, ctypes.c_int32, ctypes.c_void_p, ctypes.c_int32, ctypes.c_size_t,
+                    ctypes.c_void_p, ctypes.c_int32, ctypes.c_size_t] + [_f32_p] * 8 + [ctypes.c_float, ctypes.c_int32],
+                   ctypes.c_void_p)
+_head_free = _bind("llama_mtp_head_free", [ctypes.c_void_p], None)
+_draft = _bind("llama_mtp_draft", [C.llama_context_p_ctypes, ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32,
+                                   C.llama_token, _token_p, ctypes.c_int32, _token_p], ctypes.c_int32)
+_step = _bind("llama_mtp_step",
+              [C.llama_context_p_ctypes, ctypes.c_void_p, _token_p, ctypes.c_int32, _i32_p, ctypes.c_int32,
+               _token_p, ctypes.c_int32, ctypes.c_int32, _token_p, ctypes.c_int32, _token_p, _token_p, _i32_p,
+               ctypes.POINTER(ctypes.c_int64)], ctypes.c_int32)
+_compute_us = _bind("llama_mtp_compute_us", [C.llama_context_p_ctypes], ctypes.c_int64)
 
 # llama.cpp logs to stderr by default: keep its recent lines to explain failures; show its
 # warnings and errors with -v, and everything with MTPCHAT_LLAMA_LOG=1
@@ -282,6 +292,45 @@ def _check_adapter_file(path, n_vocab: int) -> None:
             F.check_values(name, t.data, F.LORA_ABS_MAX)
 
 
+class MtpHead:
+    """The sampler head in C (llama_mtp_head_init): its weights are copied; the token embedding
+    and output matrices are read in place from the GGUF's memory map, which this object keeps
+    open. shortlist 1 drafts the top mask logit."""
+
+    def __init__(self, g, sampler: dict, eps: float, *, shortlist: int):
+        from . import format as F
+
+        self.ptr = None
+        unembd = g.tensors["output.weight" if "output.weight" in g.tensors else "token_embd.weight"]
+        embd = g.tensors["token_embd.weight"]
+        d = embd.shape[1]
+        self._g = g   # the map the head reads from
+        self._weights = [np.ascontiguousarray(sampler[n], dtype=np.float32) for n in F.SAMPLER_TENSORS]
+        for name, w in zip(F.SAMPLER_TENSORS, self._weights):
+            if w.shape != F.sampler_shapes(d)[name]:
+                raise LlamaError(f"sampler tensor {name} has shape {w.shape}, expected {F.sampler_shapes(d)[name]}")
+        for t in (embd, unembd):
+            if t.shape != (embd.shape[0], d):
+                raise LlamaError(f"{t.name} has shape {t.shape}, expected {(embd.shape[0], d)}")
+        ptrs = [w.ctypes.data_as(_f32_p) for w in self._weights]
+        self.ptr = _head_init(d, embd.shape[0], embd.data.ctypes.data, int(embd.type), embd.nbytes,
+                              unembd.data.ctypes.data, int(unembd.type), unembd.nbytes, *ptrs,
+                              eps, shortlist)
+        if not self.ptr:
+            raise LlamaError("llama_mtp_head_init rejected the sampler head")
+
+    def close(self) -> None:
+        if self.ptr:
+            _head_free(self.ptr)
+            self.ptr = None
+
+    def __del__(self):
+        self.close()
+
+
+STEP_MAX_TOKENS = 256   # the longest chain, or mask block, one native step takes
+
+
 class Context:
     """A llama_context with one reusable batch. Sequences share a unified KV cache so that a
     token may belong to several sequences (tree verification)."""
@@ -318,6 +367,11 @@ class Context:
         self._nseq = np.ctypeslib.as_array(b.n_seq_id, shape=(n_batch,))
         self._out = np.ctypeslib.as_array(ctypes.cast(b.logits, ctypes.POINTER(ctypes.c_int8)), shape=(n_batch,))
         self._seq = [np.ctypeslib.as_array(b.seq_id[i], shape=(n_seq_max,)) for i in range(n_batch)]
+        self.set_banned([])
+        # llama_mtp_step's arguments, allocated once: chain, blocks, drafts, masks, new tokens
+        width = min(n_batch, STEP_MAX_TOKENS)
+        self._step_io = ((C.llama_token * width)(), (ctypes.c_int32 * n_seq_max)(), (C.llama_token * width)(),
+                         (C.llama_token * width)(), (C.llama_token * width)(), ctypes.c_int32(0), ctypes.c_int64(0))
 
     def set_n_threads(self, n: int) -> None:
         """Threads for the next passes (single-token and batch alike), without a new context."""
@@ -386,21 +440,38 @@ class Context:
 
     def set_banned(self, ids) -> None:
         self._banned = np.ascontiguousarray(ids, dtype=np.int32)
+        self._banned_p = self._banned.ctypes.data_as(_token_p)
 
-    def verify_greedy(self, rows, drafts, pos0: int, drop_seqs) -> tuple[int, int]:
-        """Native greedy verification of the last decode (see llama_mtp_verify_greedy): returns
-        (accepted drafts, bonus token) and leaves the cache holding exactly the accepted tokens."""
-        rows = np.ascontiguousarray(rows, dtype=np.int32)
-        drafts = np.ascontiguousarray(drafts, dtype=np.int32)
-        drop = np.ascontiguousarray(drop_seqs, dtype=np.int32)
-        banned = getattr(self, "_banned", np.zeros(0, np.int32))
-        bonus = C.llama_token(-1)
-        a = _verify(self.ptr, rows.ctypes.data_as(_i32_p), drafts.ctypes.data_as(_token_p), len(drafts),
-                    banned.ctypes.data_as(_token_p), len(banned), pos0, drop.ctypes.data_as(_i32_p), len(drop),
-                    ctypes.byref(bonus))
-        if a < 0:
-            raise LlamaError("llama_mtp_verify_greedy rejected its arguments")
-        return a, bonus.value
+    @property
+    def compute_s(self) -> float:
+        """Seconds this context has spent in the backends' graph compute (synchronised)."""
+        return _compute_us(self.ptr) / 1e6
+
+    def mtp_draft(self, head: MtpHead, row0: int, n: int, prev: int) -> list[int]:
+        """n drafts from the mask rows row0.. of the last decode (llama_mtp_draft)."""
+        out = self._step_io[2]
+        if not 0 <= n <= len(out) or _draft(self.ptr, head.ptr, row0, n, prev, self._banned_p, len(self._banned), out) != n:
+            raise LlamaError("llama_mtp_draft rejected its arguments")
+        return out[:n]
+
+    def mtp_step(self, head: MtpHead | None, chain, blocks, mask_ids, n_masks: int, p0: int):
+        """One greedy step in C (llama_mtp_step): returns (new tokens, accepted drafts, next
+        drafts, host seconds). The cache holds exactly the committed tokens afterwards."""
+        chain_a, blocks_a, drafts_a, masks_a, new_a, n_drafts, host_us = self._step_io
+        n_chain = len(chain)
+        if not 0 < n_chain <= len(chain_a) or len(blocks) > len(blocks_a) or n_masks > len(masks_a):
+            raise LlamaError("llama_mtp_step: the tree is larger than this context's step buffers")
+        chain_a[:n_chain] = chain
+        blocks_a[:len(blocks)] = blocks
+        masks_a[:n_masks] = mask_ids[:n_masks]
+        a = _step(self.ptr, head.ptr if head is not None else None, chain_a, n_chain, blocks_a, len(blocks),
+                  masks_a, n_masks, p0, self._banned_p, len(self._banned), new_a, drafts_a, n_drafts, host_us)
+        self._embeddings = bool(blocks)   # the step switches hidden states on only for blocks
+        if a == -1:
+            raise LlamaError("llama_mtp_step rejected its arguments")
+        if a < -1:
+            raise LlamaError(f"llama_decode failed ({-2 - a}): {_last_error('the context may be full')}")
+        return new_a[:a + 1], a, drafts_a[:n_drafts.value], host_us.value / 1e6
 
     def seq_rm(self, seq: int, p0: int = -1, p1: int = -1) -> bool:
         return bool(C.llama_memory_seq_rm(self.mem, seq, p0, p1))

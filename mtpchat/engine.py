@@ -58,6 +58,7 @@ class Engine:
             raise ValueError(f"this model has {self.k} mask tokens: {kind}:{k_fixed} is too deep")
         self.adapter = B.Adapter(self.model) if self.mtp else None
         self.draft_head = draft_head
+        self.native = native   # greedy steps in one C call; False: the Python reference step
         if draft_head not in DRAFT_HEADS:
             raise ValueError(f"unknown draft head '{draft_head}' ({', '.join(DRAFT_HEADS)})")
         # "plain": the top mask logit itself, for measuring what the sampler head adds
@@ -77,6 +78,7 @@ class Engine:
         self._tokens: list[int] = []          # exactly what the KV cache holds (seq 0)
 
     def close(self) -> None:
+        self.stepper.close()
         self.ctx.close()
         self.model.close()
 

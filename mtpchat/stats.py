@@ -28,7 +28,7 @@ class Stats:
     by_source: Counter = field(default_factory=Counter)   # accepted tokens per draft source
     trees: Counter = field(default_factory=Counter)       # steps per tree shape
     pass_1_s: float | None = None                         # calibrated cost of a 1-token pass
-    decode_s: float = 0.0                                 # of gen_s: inside llama_decode
+    decode_s: float = 0.0                                 # of gen_s: the backend's graph compute
     draft_s: float = 0.0                                  # of gen_s: in the sampler head
     plain_steps: int = 0                                  # steps that were plain 1-token passes
     plain_tokens: int = 0                                 # tokens those steps produced
@@ -98,12 +98,13 @@ class Stats:
 
     @property
     def outside_decode(self) -> float | None:
-        """Share of generation time spent outside llama_decode."""
+        """Share of generation time outside the backend's graph compute (host work)."""
         return 1 - self.decode_s / self.gen_s if self.gen_s else None
 
     @property
     def host_ms_per_step(self) -> float | None:
-        """Milliseconds per step outside llama_decode: Python, verification, drafting, copies."""
+        """Milliseconds per step outside the graph compute: Python, graph build, inputs, verification,
+        drafting, copies."""
         return (self.gen_s - self.decode_s) / self.steps * 1e3 if self.steps else None
 
     @property

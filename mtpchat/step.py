@@ -10,7 +10,7 @@ Chain token i carries seq 0 and the ids of every block attached at node >= i, so
 the chain up to its anchor and nothing after it. Verification accepts the longest prefix of the
 drafts that plain decoding would produce (or, when sampling, that speculative sampling keeps),
 plus one bonus token. The block after the last accepted node gives the next drafts through the
-sampler head. `Stepper.run` is the boundary a native step replaces with one C call.
+sampler head. `Stepper.run` is the step boundary: greedy steps are one C call (llama_mtp_step).
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .binding import MtpHead
 from .policy import Tree
 from .sampling import SamplingParams, accept_draft, argmax_token, distribution, sample
 
@@ -89,13 +90,23 @@ def verify_reference(logits, history: list[int], chain: list[int], n: int, param
 
 
 class Stepper:
-    """Runs steps on one context. Keeps the seconds spent inside llama_decode and in the sampler
-    head, so statistics can tell host work from the pass itself."""
+    """Runs steps on one context. Keeps the seconds the backend spent computing passes and the
+    seconds of the Python sampler head, so statistics can tell host work from the pass itself.
+
+    native: greedy steps are one C call (llama_mtp_step: batch, decode, verification, cache
+    clean-up, next drafts) and the sampler head runs in C for sampling too; otherwise the
+    Python reference runs (verify_reference, the numpy SamplerHead)."""
 
     def __init__(self, ctx, *, mask_ids: list[int], head, banned: np.ndarray, native: bool = True):
         self.ctx, self.mask_ids, self.head, self.banned, self.native = ctx, mask_ids, head, banned, native
+        self.c_head = (MtpHead(head.g, head.s, head.eps, shortlist=head.shortlist)
+                       if native and head is not None else None)
         self.decode_s = 0.0
         self.draft_s = 0.0
+
+    def close(self) -> None:
+        if self.c_head is not None:
+            self.c_head.close()
 
     def run(self, history: list[int], t0: int, drafts: list[int], tree: Tree, params: SamplingParams,
                  rng) -> StepResult:
@@ -106,30 +117,33 @@ class Stepper:
         chain = [t0] + drafts[:n]
         blocks = tuple(b for b in tree.blocks if b <= n) if self.head is not None else ()
         m = tree.n_masks
+        c0 = ctx.compute_s
+        if self.native and params.greedy and params.repeat_penalty == 1.0:
+            new, a, next_drafts, _ = ctx.mtp_step(self.c_head, chain, blocks, self.mask_ids, m if blocks else 0, p0)
+            self.decode_s += ctx.compute_s - c0
+            history.extend(chain[:a + 1])
+            return StepResult(new, a, next_drafts)
         batch = tree_batch(chain, blocks, m, self.mask_ids, p0)
         for s in batch.block_seq.values():
             ctx.seq_cp(0, s)
         ctx.set_embeddings(bool(blocks))
-        t = time.perf_counter()
         n_out = ctx.decode(batch.tokens, batch.pos, seq_ids=batch.seqs, outputs=[1] * len(batch.tokens))
-        self.decode_s += time.perf_counter() - t
+        self.decode_s += ctx.compute_s - c0
         logits = ctx.logits(n_out)
-        drop = list(batch.block_seq.values())
-        if self.native and params.greedy and params.repeat_penalty == 1.0:
-            # one C call: argmax per chain node, accepted prefix, bonus, cache clean-up
-            a, bonus = ctx.verify_greedy(range(len(chain)), chain[1:], p0, drop)
-        else:
-            a, bonus = verify_reference(logits, history, chain, n, params, rng, self.banned)
-            # the cache keeps exactly the accepted tokens (outputs stay readable until the next pass)
-            for s in drop:
-                ctx.seq_rm(s)
-            ctx.seq_rm(0, p0 + a + 1, -1)
+        a, bonus = verify_reference(logits, history, chain, n, params, rng, self.banned)
+        # the cache keeps exactly the accepted tokens (outputs stay readable until the next pass)
+        for s in batch.block_seq.values():
+            ctx.seq_rm(s)
+        ctx.seq_rm(0, p0 + a + 1, -1)
         history.extend(chain[:a + 1])
         next_drafts: list[int] = []
         if a in batch.block_seq:
             row = batch.block_row(a)
-            z = ctx.hidden(n_out)[row:row + m]
-            t = time.perf_counter()
-            next_drafts = self.head.draft(bonus, z, logits[row:row + m], m, self.banned)
-            self.draft_s += time.perf_counter() - t
+            if self.c_head is not None:
+                next_drafts = ctx.mtp_draft(self.c_head, row, m, bonus)
+            else:
+                z = ctx.hidden(n_out)[row:row + m]
+                t = time.perf_counter()
+                next_drafts = self.head.draft(bonus, z, logits[row:row + m], m, self.banned)
+                self.draft_s += time.perf_counter() - t
         return StepResult(chain[1:a + 1] + [bonus], a, next_drafts)

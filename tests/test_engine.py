@@ -201,6 +201,61 @@ def test_sampler_head_shortlist_matches_full_vocabulary(tiny_mtp):
     eng.close()
 
 
+@pytest.mark.parametrize("model", ["tiny_mtp", "smol_mtp"])
+def test_native_sampler_head_drafts_what_the_numpy_head_drafts(model, request):
+    """llama_mtp_draft (the head in C, rows dequantised in C) against SamplerHead (numpy, rows
+    dequantised by gguf) on the same mask rows, for many previous tokens. The negative control:
+    the top mask logit alone (shortlist 1) drafts differently, so a C head that ignored its MLP
+    would fail."""
+    rig = StepRig(request.getfixturevalue(model))
+    ctx, m, head = rig.ctx, rig.info.n_masks, rig.step.head
+    top_logit = B.MtpHead(head.g, head.s, head.eps, shortlist=1)
+    rng = np.random.default_rng(11)
+    V = rig.model.n_vocab
+    same = differs = total = 0
+    for n_prompt in (4, 12, 30):
+        prompt = [int(t) for t in rng.integers(5, V - 8, size=n_prompt)]
+        ctx.clear()
+        ctx.set_embeddings(True)
+        n = ctx.decode(prompt + rig.info.mask_ids[:m], list(range(n_prompt + m)), outputs=[1] * (n_prompt + m))
+        z, logits = ctx.hidden(n)[n_prompt:].copy(), ctx.logits(n)[n_prompt:].copy()
+        for prev in rng.integers(5, V - 8, size=20):
+            want = head.draft(int(prev), z, logits, m, rig.step.banned)
+            got = ctx.mtp_draft(rig.step.c_head, n_prompt, m, int(prev))
+            same += got == want
+            differs += ctx.mtp_draft(top_logit, n_prompt, m, int(prev)) != want
+            total += 1
+    # float32 sums in another order may flip an exact near-tie; none is expected in 60 cases
+    assert same == total
+    # the head changes 3 of 60 drafts on the tiny model's random weights, 60 of 60 on SmolLM2
+    assert differs > 0, "the head changed no draft: the check is blind"
+    top_logit.close()
+    rig.step.close()
+    rig.close()
+
+
+def test_native_sampler_head_refuses_bad_matrices(tiny_mtp):
+    """The C head reads the embedding matrices in place: their size is checked against the type."""
+    rig = StepRig(tiny_mtp)
+    head = rig.step.head
+    short_bias = dict(head.s, **{"fc1.bias": np.zeros(3, np.float32)})
+    with pytest.raises(B.LlamaError):
+        B.MtpHead(head.g, short_bias, head.eps, shortlist=8)
+    emb = head.g.tensors["token_embd.weight"]
+    with pytest.raises(B.LlamaError):
+        B.MtpHead(head.g, head.s, float("nan"), shortlist=8)
+    with pytest.raises(B.LlamaError):
+        B.MtpHead(head.g, head.s, head.eps, shortlist=0)
+    emb.nbytes -= 1
+    try:
+        with pytest.raises(B.LlamaError):
+            B.MtpHead(head.g, head.s, head.eps, shortlist=8)
+    finally:
+        emb.nbytes += 1
+    rig.step.close()
+    rig.close()
+
+
 def _chi2_crit(df: int, z: float = 3.09) -> float:
     """Wilson-Hilferty approximation of the chi-square quantile (z = 3.09: significance 0.001)."""
     return df * (1 - 2 / (9 * df) + z * math.sqrt(2 / (9 * df))) ** 3
@@ -215,7 +270,8 @@ def test_speculative_sampling_keeps_the_distribution(tiny_mtp):
     continuation). Verification must keep the distribution whatever the drafts are."""
     params = dict(temperature=1.0, top_k=3, top_p=1.0, min_p=0.0)
     plain = Engine(tiny_mtp, mtp=False, n_ctx=256)
-    mtp = Engine(tiny_mtp, tree="quadratic:2", n_ctx=256)
+    # native=False: the drafts come from the Python head, replaced below
+    mtp = Engine(tiny_mtp, tree="quadratic:2", n_ctx=256, native=False)
     oracle = Engine(tiny_mtp, mtp=False, n_ctx=256)
 
     committed = {}

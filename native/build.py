@@ -46,6 +46,14 @@ BASE_CMAKE_ARGS = [
     "-DLLAMA_BUILD_SERVER=OFF",
 ]
 PATCHES = sorted((HERE / "patches").glob("*.patch"))
+# every shared library exports its C API only (the reason is in the file); GNU ld and lld on
+# Linux. The key hashes the file's contents, not its path, so clones share cached wheels.
+EXPORTS = HERE / "exports.map"
+EXPORTS_ARG = "-DCMAKE_SHARED_LINKER_FLAGS=-Wl,--version-script="
+
+
+def platform_cmake_args() -> list[str]:
+    return [EXPORTS_ARG + str(EXPORTS)] if sys.platform.startswith("linux") else []
 
 
 def log(msg: str) -> None:
@@ -78,8 +86,8 @@ def patches_hash() -> str:
 
 def build_key(cmake_args: list[str]) -> str:
     h = hashlib.sha256()
-    for part in (VERSION, SDIST_SHA256, patches_hash(), " ".join(cmake_args),
-                 sys.platform, platform.machine(), cpu_features()):
+    args = " ".join(EXPORTS_ARG + sha256(EXPORTS) if a == EXPORTS_ARG + str(EXPORTS) else a for a in cmake_args)
+    for part in (VERSION, SDIST_SHA256, patches_hash(), args, sys.platform, platform.machine(), cpu_features()):
         h.update(part.encode() + b"\0")
     return h.hexdigest()[:16]
 
@@ -138,7 +146,7 @@ def main() -> int:
     ap.add_argument("--force", action="store_true", help="rebuild even when a cached wheel exists")
     args = ap.parse_args()
 
-    cmake_args = BASE_CMAKE_ARGS + os.environ.get("CMAKE_ARGS", "").split()
+    cmake_args = BASE_CMAKE_ARGS + platform_cmake_args() + os.environ.get("CMAKE_ARGS", "").split()
     key = build_key(cmake_args)
     cache = cache_dir()
     wheel_dir = cache / "wheels" / key

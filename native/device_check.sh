@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# The GPU check of the native step, in three parts (the device machine has no network and takes
-# at most 64 MiB per call, so the model travels in two calls):
-#   native/device_check.sh prepare   here: writes .dev/c1 (patched llama.cpp tree, wheels, prompt
-#                                    sets, model part a) and .dev/c2 (model parts b, c)
+# The GPU check of the native step. The device machine has no network and takes at most 64 MiB
+# per call, working tree included (~25 MB, most of it the checkpoint), so the compressed model
+# (~112 MB) travels in parts over several calls, fired one right after the other so that the
+# machine (and what it built) stays warm:
+#   native/device_check.sh prepare   here: .dev/c1 (patched llama.cpp tree, slim wheels, prompt
+#                                    sets, model part 1), .dev/c2, .dev/c3, ... (the other parts)
 #   native/device_check.sh build     on the GPU machine, carrying .dev/c1: CUDA build for one
 #                                    architecture (CUDA_ARCH, default 90), libraries linked with
 #                                    native/exports.map as setup.sh links them
-#   native/device_check.sh run       on the same machine right after, carrying .dev/c2: the gating
-#                                    check, llama-bench, bench auto and quadratic:4 on every prompt
-#                                    set; one JSON summary in $OUT/summary.json
+#   native/device_check.sh stash     carrying .dev/c2 (and so on): keeps the model parts
+#   native/device_check.sh run       carrying the last part: the gating check, llama-bench, bench
+#                                    auto and quadratic:4 on every prompt set; $OUT/summary.json
+# mtpchat itself runs from the carried working tree (PYTHONPATH), not from a wheel.
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"; root="$(dirname "$here")"
 stage=/tmp/mtpchat-device; work=/tmp/mtpchat-device/w; out="${OUT:-/tmp/mtpchat-device/out}"
@@ -17,8 +20,8 @@ log() { echo "[$(date +%T)] $*" | tee -a "$out/log.txt" >&2; }
 
 prepare() {
   local cache="${MTPCHAT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mtpchat}" py="${PYTHON:-$root/.venv/bin/python}"
-  local c1="$root/.dev/c1" c2="$root/.dev/c2" t; t="$(mktemp -d)"
-  rm -rf "$c1" "$c2" && mkdir -p "$c1/whl" "$c1/prompts" "$c2"
+  local c1="$root/.dev/c1" t; t="$(mktemp -d)"
+  rm -rf "$root/.dev" && mkdir -p "$c1/whl" "$c1/prompts"
   tar -xzf "$(ls "$cache"/sdist/llama_cpp_python-*.tar.gz | head -1)" -C "$t" --strip-components=1
   for p in "$here"/patches/*.patch; do patch -d "$t/vendor/llama.cpp" -p1 --batch --forward --quiet -i "$p" || exit 1; done
   (cd "$t/vendor/llama.cpp" && rm -rf docs models tests benches tools/ui examples/*/assets)
@@ -26,33 +29,45 @@ prepare() {
   cp "$here/exports.map" "$c1/"
   # llama-cpp-python's Python code only, from the cached patched wheel: the CUDA libraries come
   # from the build there, and a pure-Python tag installs on its Python 3.12
-  "$py" - "$(ls "$cache"/wheels/*/llama_cpp_python-*.whl | head -1)" "$c1/whl" <<'PY' || exit 1
+  "$py" - "$(ls -t "$cache"/wheels/*/llama_cpp_python-*.whl | head -1)" "$c1/whl" <<'PY' || exit 1
 import sys, zipfile
 from pathlib import Path
 src, dst = Path(sys.argv[1]), Path(sys.argv[2])
 name = "-".join(src.name.split("-")[:2]) + "-py3-none-any.whl"
 with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst / name, "w", zipfile.ZIP_DEFLATED) as zout:
     for item in zin.infolist():
-        if "/lib/" in item.filename or "/include/" in item.filename:
+        if item.filename.split("/")[0] in ("lib", "include", "bin") or "/lib/" in item.filename:
             continue
         data = zin.read(item)
         if item.filename.endswith(".dist-info/WHEEL"):
             data = b"".join(l if not l.startswith(b"Tag:") else b"Tag: py3-none-any\n" for l in data.splitlines(True))
         zout.writestr(item, data)
 PY
-  "$py" -m pip wheel -q --no-deps -w "$c1/whl" "$root"
   "$py" -m pip download -q --no-deps --only-binary :all: --python-version 3.12 --platform manylinux2014_x86_64 \
     -d "$c1/whl" gguf prompt_toolkit wcwidth
   cp "$root"/../shared/prompts/*.jsonl "$c1/prompts/" 2>/dev/null || cp "${PROMPTS:?set PROMPTS to the prompt sets}"/*.jsonl "$c1/prompts/"
   local model; model="$("$py" -m mtpchat.models)"
-  xz -T2 -6 -c "$model" | split -b 50M - "$t/model.part."
-  mv "$t/model.part.aa" "$c1/"; mv "$t"/model.part.a[b-z] "$c2/"
   sha256sum "$model" | cut -c1-64 > "$c1/model.sha256"
-  rm -rf "$t"; du -sh "$c1" "$c2"
+  # what a call may carry beside the working tree; part 1 shares its call with the rest of c1
+  local budget=$(( 64 * 1024 * 1024 - $(git -C "$root" ls-files -z | xargs -0 cat | wc -c) - 2 * 1024 * 1024 ))
+  local first=$(( budget - $(du -sb "$c1" | cut -f1) ))
+  xz -T2 -9 -c "$model" > "$t/model.xz"
+  head -c "$first" "$t/model.xz" > "$c1/model.part.00"
+  tail -c +"$(( first + 1 ))" "$t/model.xz" | split -b "$budget" -d -a 2 - "$t/model.part.x"
+  local i=2
+  for f in "$t"/model.part.x*; do
+    mkdir -p "$root/.dev/c$i" && mv "$f" "$root/.dev/c$i/model.part.$(printf %02d $(( i - 1 )))"; i=$(( i + 1 ))
+  done
+  rm -rf "$t"; du -sh "$root"/.dev/c*
+  echo "calls: build carrying .dev/c1, stash carrying each middle one, run carrying .dev/c$(( i - 1 ))"
+}
+
+stash() {
+  for d in "$root"/.dev/c*; do [ -d "$d" ] && cp -r "$d"/* "$stage/"; done
 }
 
 build() {
-  cp -r "$root"/.dev/c1/* "$stage/"
+  stash
   [ -d /usr/local/cuda/bin ] && export PATH=/usr/local/cuda/bin:$PATH
   rm -rf "$work" && mkdir -p "$work" && tar -xzf "$stage/llama.cpp.tgz" -C "$work"
   log "configure"
@@ -72,10 +87,11 @@ build() {
 }
 
 run() {
-  cat "$stage/model.part.aa" "$root"/.dev/c2/model.part.* | xz -d -c > "$stage/model.gguf" || { log "model join failed"; exit 1; }
+  stash
+  cat "$stage"/model.part.* | xz -d -c > "$stage/model.gguf" || { log "model join failed (a part missing?)"; exit 1; }
   [ "$(sha256sum "$stage/model.gguf" | cut -c1-64)" = "$(cat "$stage/model.sha256")" ] || { log "model hash differs"; exit 1; }
   python3 -m pip install -q --no-index --no-deps "$stage"/whl/*.whl >> "$out/log.txt" 2>&1 || { log "pip failed"; exit 1; }
-  export LLAMA_CPP_LIB_PATH="$work/build/bin" MTPCHAT_CACHE="$stage/cache" PYTHONUNBUFFERED=1
+  export LLAMA_CPP_LIB_PATH="$work/build/bin" MTPCHAT_CACHE="$stage/cache" PYTHONUNBUFFERED=1 PYTHONPATH="$root"
   local m="$stage/model.gguf"
   nm -D --defined-only -C "$work"/build/bin/lib*.so | grep -cE ' (std::|__gnu_cxx::)' > "$out/std_exports.txt"
   log "gating"
@@ -126,6 +142,7 @@ PY
 case "${1:-}" in
   prepare) prepare ;;
   build) build ;;
+  stash) stash ;;
   run) run ;;
-  *) echo "usage: native/device_check.sh prepare|build|run" >&2; exit 2 ;;
+  *) echo "usage: native/device_check.sh prepare|build|stash|run" >&2; exit 2 ;;
 esac

@@ -324,6 +324,24 @@ def test_builtin_prompts_share_no_six_word_run_with_the_dev_sets():
     assert leaks == []
 
 
+def test_committed_targets_are_the_builtin_prompts_through_the_base(smol_path):
+    """train/targets holds one greedy answer per built-in prompt, and each prompt's ids are what
+    the base's chat template and tokenizer make of it today (a stale file would train on other
+    prompts than it names)."""
+    from mtpchat.binding import Model
+    from mtpchat.chat import ChatFormat
+    from mtpchat.train.data import _messages, read_cache
+    from mtpchat.train.prompts import builtin_prompts
+
+    rows = read_cache(Path(__file__).resolve().parents[1] / "train" / "targets" / "smollm2-135m-instruct-q4_1.n256.jsonl")
+    prompts = {p["id"]: p for p in builtin_prompts()}
+    assert sorted(r["id"] for r in rows) == sorted(prompts)
+    chat = ChatFormat(Model(smol_path, vocab_only=True))
+    for r in rows[::25]:
+        assert r["prompt_ids"] == chat.tokens(_messages(prompts[r["id"]])), r["id"]
+        assert 0 < len(r["answer_ids"]) <= 257 and r["category"] == prompts[r["id"]]["category"]
+
+
 def test_cli_bad_input_is_one_clear_line(tmp_path):
     import typer
     from typer.testing import CliRunner

@@ -99,6 +99,24 @@ def test_ordinary_logits_equal_the_base_exactly(tiny_base):
         assert torch.allclose(z, joint[T:], atol=1e-4)
 
 
+def test_steps_walk_epochs_whose_pack_counts_differ(tiny_base, tmp_path):
+    """Sequences of mixed lengths pack into a different number of steps each epoch; a run longer
+    than an epoch takes every pack of every epoch once, in order (the epoch-0 count taken as the
+    period ran past a shorter epoch's packs and crashed a long run)."""
+    from mtpchat.train.trainer import make_packs
+
+    rng = np.random.default_rng(5)
+    examples = [dict(e, answer_ids=e["answer_ids"][:int(rng.integers(2, 14))]) for e in synthetic_examples(40)]
+    cfg = TrainConfig(n_masks=K, rank=4, alpha=8, steps=4, batch_tokens=48, save_every=0, eval_every=0)
+    epochs = [make_packs(examples, cfg, e) for e in range(4)]
+    counts = [len(p) for p in epochs]
+    assert len(set(counts)) > 1, counts   # else the check could not tell the two mappings apart
+    model, arch = fresh(tiny_base)
+    tr = Trainer(model, Examples(train=examples, dev=[]), cfg, tmp_path / "ck", base_name="tiny", architecture=arch)
+    want = [p for packs in epochs for p in packs]
+    assert [tr.pack(s) for s in range(len(want))] == want
+
+
 def test_a_few_steps_reduce_the_loss(tiny_base, tmp_path):
     model, arch = fresh(tiny_base)
     data = Examples(train=synthetic_examples(8), dev=synthetic_examples(2, seed=1))

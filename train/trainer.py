@@ -185,6 +185,7 @@ class Trainer:
         self.elapsed = 0.0
         self.history: list[dict] = []
         self._packs: dict[int, list[list[int]]] = {}
+        self._pack_counts: list[int] = []
         if resume and (self.out / ckpt.CONFIG).exists():
             self._resume()
         elif init_from is not None:
@@ -238,11 +239,19 @@ class Trainer:
     # -- steps ------------------------------------------------------------------------------
 
     def pack(self, step: int) -> list[list[int]]:
-        per_epoch = len(make_packs(self.data.train, self.cfg, 0)) if 0 not in self._packs else len(self._packs[0])
-        epoch, idx = divmod(step, per_epoch)
+        """The examples of `step`: epochs follow each other, each with as many packs as its own
+        shuffle makes (the count differs from epoch to epoch)."""
+        epoch, first = 0, 0
+        while True:
+            if epoch == len(self._pack_counts):
+                self._pack_counts.append(len(make_packs(self.data.train, self.cfg, epoch)))
+            if step < first + self._pack_counts[epoch]:
+                break
+            first += self._pack_counts[epoch]
+            epoch += 1
         if epoch not in self._packs:
             self._packs = {epoch: make_packs(self.data.train, self.cfg, epoch)}
-        return self._packs[epoch][idx]
+        return self._packs[epoch][step - first]
 
     def train_step(self) -> dict:
         cfg = self.cfg

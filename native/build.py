@@ -109,17 +109,23 @@ def fetch_sdist(cache: Path) -> Path:
     return dest
 
 
+def patched_source(sdist: Path, dest: Path) -> Path:
+    """The sdist unpacked into `dest` with native/patches applied to its vendor/llama.cpp;
+    returns the sdist's root folder (the wheel build, llama_bench.sh and device_check.sh use it)."""
+    with tarfile.open(sdist) as tar:
+        tar.extractall(dest, filter="data") if hasattr(tarfile, "data_filter") else tar.extractall(dest)
+    src = Path(dest) / f"llama_cpp_python-{VERSION}"
+    for p in PATCHES:
+        log(f"applying {p.name}")
+        cmd = (["patch", "-p1", "--batch", "--forward", "--quiet", "-i", str(p)] if shutil.which("patch")
+               else ["git", "apply", "--unsafe-paths", str(p)])
+        subprocess.run(cmd, cwd=src / "vendor" / "llama.cpp", check=True)
+    return src
+
+
 def build_wheel(sdist: Path, cmake_args: list[str], key: str, out: Path) -> Path:
     with tempfile.TemporaryDirectory(prefix="mtpchat-build-") as tmp:
-        with tarfile.open(sdist) as tar:
-            tar.extractall(tmp, filter="data") if hasattr(tarfile, "data_filter") else tar.extractall(tmp)
-        src = Path(tmp) / f"llama_cpp_python-{VERSION}"
-        vendor = src / "vendor" / "llama.cpp"
-        for p in PATCHES:
-            log(f"applying {p.name}")
-            cmd = (["patch", "-p1", "--batch", "--forward", "--quiet", "-i", str(p)] if shutil.which("patch")
-                   else ["git", "apply", "--unsafe-paths", str(p)])
-            subprocess.run(cmd, cwd=vendor, check=True)
+        src = patched_source(sdist, Path(tmp))
         # a local version tag tells a patched build from a stock one at run time
         init = src / "llama_cpp" / "__init__.py"
         init.write_text(init.read_text().replace(
@@ -144,7 +150,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--install", action="store_true", help="pip install the wheel into this Python")
     ap.add_argument("--force", action="store_true", help="rebuild even when a cached wheel exists")
+    ap.add_argument("--source", metavar="DIR", help="only unpack the patched source into DIR (an empty or new "
+                    "folder) and print its vendor/llama.cpp path; nothing is built")
     args = ap.parse_args()
+    if args.source:
+        dest = Path(args.source)
+        dest.mkdir(parents=True, exist_ok=True)
+        print(patched_source(fetch_sdist(cache_dir()), dest) / "vendor" / "llama.cpp")
+        return 0
 
     cmake_args = BASE_CMAKE_ARGS + platform_cmake_args() + os.environ.get("CMAKE_ARGS", "").split()
     key = build_key(cmake_args)

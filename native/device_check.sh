@@ -22,10 +22,9 @@ prepare() {
   local cache="${MTPCHAT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mtpchat}" py="${PYTHON:-$root/.venv/bin/python}"
   local c1="$root/.dev/c1" t; t="$(mktemp -d)"
   rm -rf "$root/.dev" && mkdir -p "$c1/whl" "$c1/prompts"
-  tar -xzf "$(ls "$cache"/sdist/llama_cpp_python-*.tar.gz | head -1)" -C "$t" --strip-components=1
-  for p in "$here"/patches/*.patch; do patch -d "$t/vendor/llama.cpp" -p1 --batch --forward --quiet -i "$p" || exit 1; done
-  (cd "$t/vendor/llama.cpp" && rm -rf docs models tests benches tools/ui examples/*/assets)
-  tar -czf "$c1/llama.cpp.tgz" -C "$t/vendor" llama.cpp
+  local tree; tree="$("$py" "$here/build.py" --source "$t/src")" || exit 1
+  (cd "$tree" && rm -rf docs models tests benches tools/ui examples/*/assets)
+  tar -czf "$c1/llama.cpp.tgz" -C "$(dirname "$tree")" llama.cpp
   cp "$here/exports.map" "$c1/"
   # llama-cpp-python's Python code only, from the cached patched wheel: the CUDA libraries come
   # from the build there, and a pure-Python tag installs on its Python 3.12

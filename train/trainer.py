@@ -244,7 +244,9 @@ class Trainer:
         epoch, first = 0, 0
         while True:
             if epoch == len(self._pack_counts):
-                self._pack_counts.append(len(make_packs(self.data.train, self.cfg, epoch)))
+                # counting an epoch makes its packs: keep them, the step is likely in it
+                self._packs = {epoch: make_packs(self.data.train, self.cfg, epoch)}
+                self._pack_counts.append(len(self._packs[epoch]))
             if step < first + self._pack_counts[epoch]:
                 break
             first += self._pack_counts[epoch]

@@ -144,6 +144,9 @@ class Model:
         params = C.llama_model_default_params()
         params.n_gpu_layers = _c_int("n_gpu_layers", n_gpu_layers, -1, INT32_MAX)
         params.vocab_only = vocab_only
+        # ggml's AMX weight buffers crash the first matrix product on Sapphire Rapids CPUs in the
+        # pinned llama.cpp (upstream issue ggml-org/llama.cpp#20824): keep plain CPU buffers there
+        params.use_extra_bufts = not _cpu_has_amx()
         self.path = str(path)
         _log_tail.clear()
         self.ptr = C.llama_model_load_from_file(self.path.encode(), params)
@@ -521,19 +524,39 @@ def _loaded(name: str) -> list[Path]:
     return [Path(p) for p in sorted(paths) if p.startswith("/") and Path(p).name.startswith(f"lib{name}.")]
 
 
+def _ggml_lib(name: str) -> ctypes.CDLL:
+    folder = Path(C._lib._name).parent
+    # wheels hold copies, not symlinks, of libggml-base.so{,.0,.0.x}: take the copy libllama
+    # loaded (another copy would be a second library with its own state)
+    cands = _loaded(name) + sorted(folder.glob(f"lib{name}.*")) + sorted(folder.glob(f"{name}.*"))
+    if not cands:
+        raise OSError(f"lib{name} not found next to {C._lib._name}")
+    return ctypes.CDLL(str(cands[0]))
+
+
+_amx = None
+
+
+def _cpu_has_amx() -> bool:
+    """Whether ggml's CPU backend was built with AMX kernels (and so offers AMX weight buffers)."""
+    global _amx
+    if _amx is None:
+        try:
+            lib = _ggml_lib("ggml-cpu")
+            lib.ggml_cpu_has_amx_int8.restype = ctypes.c_int
+            _amx = bool(lib.ggml_cpu_has_amx_int8())
+        except (OSError, AttributeError):   # a build without a separate CPU library
+            _amx = False
+    return _amx
+
+
 def _ggml_base():
     """libggml-base, loaded by libllama and lying next to it: gguf-py quantises only the simple
     block types (Q4_0 ... Q8_0); K-quants and IQ types need ggml's C code, and this way the same
     library (so the same rounding) that reads a model's rows writes the new ones."""
     global _ggml
     if _ggml is None:
-        folder = Path(C._lib._name).parent
-        # wheels hold copies, not symlinks, of libggml-base.so{,.0,.0.x}: take the copy libllama
-        # loaded (another copy would be a second library with its own state)
-        cands = _loaded("ggml-base") + sorted(folder.glob("libggml-base.*")) + sorted(folder.glob("ggml-base.*"))
-        if not cands:
-            raise OSError(f"libggml-base not found next to {C._lib._name}")
-        lib = ctypes.CDLL(str(cands[0]))
+        lib = _ggml_lib("ggml-base")
         lib.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
                                             ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
         lib.ggml_quantize_chunk.restype = ctypes.c_size_t

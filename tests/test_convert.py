@@ -73,12 +73,15 @@ def assert_mtp_file(out, base, parts, *, k):
     model.close()
     ordinary = [5, 70, 300, 9, 12, 200, 33]
     toks = ordinary + info.mask_ids
-    base_logits = logits(base, ordinary)
-    mtp_logits = logits(out, toks, adapter=True)
     n = len(ordinary)
-    assert np.abs(mtp_logits[:n, :n_vocab] - base_logits).max() <= 1e-5
-    plain = logits(out, toks)  # without the adapter the masks give other logits: the LoRA is live
-    assert np.abs(mtp_logits[n:] - plain[n:]).max() > 1e-3
+    # the file's own model is the base's: same batch, same logits
+    assert np.abs(logits(out, ordinary)[:, :n_vocab] - logits(base, ordinary)).max() <= 1e-5
+    # gating: with the adapter on, ordinary rows keep those logits. Compared within one batch
+    # shape, since some CPU kernels (K-quants on AVX-512) round differently by batch size
+    mtp_logits = logits(out, toks, adapter=True)
+    plain = logits(out, toks)
+    assert np.abs(mtp_logits[:n] - plain[:n]).max() <= 1e-5
+    assert np.abs(mtp_logits[n:] - plain[n:]).max() > 1e-3  # and the LoRA is live on the masks
     return info
 
 

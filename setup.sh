@@ -60,6 +60,6 @@ say "ready in $((SECONDS - start)) s: $model"
 
 case "$mode" in
     run)  exec .venv/bin/mtpchat run "$@" ;;
-    test) say "running the test suite (about 20-25 minutes on 2 cores)"; exec "$py" -m pytest "$@" ;;
+    test) say "running the test suite (about 3-5 minutes on 2 cores)"; exec "$py" -m pytest "$@" ;;
     "")   echo "ready: .venv/bin/mtpchat --help" ;;
 esac

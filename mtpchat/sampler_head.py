@@ -18,6 +18,14 @@ def _layernorm(x, w, b, eps):
     return (x - mu) / np.sqrt(var + eps) * w + b
 
 
+def bf16_round(w: np.ndarray) -> np.ndarray:
+    """float32 values rounded to bfloat16 (nearest even), as float32: the precision the C head
+    keeps its matrices in, so that both heads score with the same weights."""
+    u = np.ascontiguousarray(w, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    u = (u + 0x7FFF + ((u >> 16) & 1)) >> 16 << 16
+    return u.astype(np.uint32).view(np.float32).reshape(np.shape(w))
+
+
 def _silu(x):
     return x / (1.0 + np.exp(-x))
 
@@ -25,7 +33,7 @@ def _silu(x):
 class SamplerHead:
     def __init__(self, g, info: F.MtpInfo, *, shortlist: int = 8):
         self.g = g
-        self.s = info.sampler
+        self.s = {**info.sampler, **{n: bf16_round(info.sampler[n]) for n in ("fc1.weight", "fc2.weight")}}
         self.eps = info.sampler_eps
         self.shortlist = shortlist
         self.unembd = "output.weight" if "output.weight" in g.tensors else "token_embd.weight"

@@ -234,6 +234,17 @@ def test_native_sampler_head_drafts_what_the_numpy_head_drafts(model, request):
     rig.close()
 
 
+def test_bf16_round_is_round_to_nearest_even():
+    """The numpy head keeps fc1/fc2 in the precision of the C head (bfloat16, ties to even), so
+    that both score with the same weights: halfway cases go to the even neighbour."""
+    from mtpchat.sampler_head import bf16_round
+    x = np.array([1.0, 1 + 2**-8, 1 + 3 * 2**-8, 1 + 2**-8 + 2**-20, -(1 + 3 * 2**-8), 0.1], dtype=np.float32)
+    want = np.array([1.0, 1.0, 1 + 2**-6, 1 + 2**-7, -(1 + 2**-6), 0.10009765625], dtype=np.float32)
+    got = bf16_round(x)
+    assert got.dtype == np.float32 and got.tolist() == want.tolist()
+    assert (bf16_round(x).view(np.uint32) & 0xFFFF == 0).all()
+
+
 def test_native_sampler_head_refuses_bad_matrices(tiny_mtp):
     """The C head reads the embedding matrices in place: their size is checked against the type."""
     rig = StepRig(tiny_mtp)

@@ -206,6 +206,9 @@ def test_checkpoint_converts_and_runs_in_llama_cpp(tiny_base, tmp_path):
     head = SamplerHead(F.open_gguf(gguf), info)
     zz = z[0].numpy()
     with torch.no_grad():
+        # both engine heads keep fc1/fc2 in bfloat16 (round to nearest even, as torch rounds)
+        for fc in (model.sampler.fc1, model.sampler.fc2):
+            fc.weight.copy_(fc.weight.to(torch.bfloat16).float())
         delta = (model.sample_head(torch.tensor([290]), z[:1]) - z[:1])[0].numpy()
     assert np.abs(head.delta(290, zz) - delta).max() < 1e-3
     lm.close()

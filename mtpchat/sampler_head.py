@@ -19,11 +19,12 @@ def _layernorm(x, w, b, eps):
 
 
 def bf16_round(w: np.ndarray) -> np.ndarray:
-    """float32 values rounded to bfloat16 (nearest even), as float32: the precision the C head
-    keeps its matrices in, so that both heads score with the same weights."""
-    u = np.ascontiguousarray(w, dtype=np.float32).view(np.uint32).astype(np.uint64)
-    u = (u + 0x7FFF + ((u >> 16) & 1)) >> 16 << 16
-    return u.astype(np.uint32).view(np.float32).reshape(np.shape(w))
+    """float32 values rounded to bfloat16 (nearest even, gguf's codec), as float32: the precision
+    the C head keeps its matrices in, so that both heads score with the same weights."""
+    from gguf import GGMLQuantizationType, quants
+
+    bf16 = GGMLQuantizationType.BF16
+    return quants.dequantize(quants.quantize(np.asarray(w, dtype=np.float32), bf16), bf16)
 
 
 def _silu(x):

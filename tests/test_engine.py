@@ -242,7 +242,7 @@ def test_bf16_round_is_round_to_nearest_even():
     want = np.array([1.0, 1.0, 1 + 2**-6, 1 + 2**-7, -(1 + 2**-6), 0.10009765625], dtype=np.float32)
     got = bf16_round(x)
     assert got.dtype == np.float32 and got.tolist() == want.tolist()
-    assert (bf16_round(x).view(np.uint32) & 0xFFFF == 0).all()
+    assert (got.view(np.uint32) & 0xFFFF == 0).all()
 
 
 def test_native_sampler_head_refuses_bad_matrices(tiny_mtp):

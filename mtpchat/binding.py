@@ -435,7 +435,10 @@ class Context:
 
     def logits(self, n_out: int) -> np.ndarray:
         """Logits of the last decode's outputs, in batch order: a view valid until the next decode."""
-        return np.ctypeslib.as_array(C.llama_get_logits(self.ptr), shape=(n_out, self.model.n_vocab))
+        p = C.llama_get_logits(self.ptr)
+        if not p:  # a native step read its pass's logits in place
+            raise LlamaError("the last pass left no logits to read")
+        return np.ctypeslib.as_array(p, shape=(n_out, self.model.n_vocab))
 
     def hidden(self, n_out: int) -> np.ndarray:
         """Final-norm hidden states of the last decode's outputs (embeddings must be on)."""

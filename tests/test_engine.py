@@ -149,6 +149,10 @@ def test_cache_holds_exactly_the_accepted_tokens(tiny_mtp):
         assert ctx.seq_pos_max(0) == len(hist) - 1
         for s in range(1, ctx.n_seq_max):
             assert ctx.seq_pos_max(s) == -1
+        # the native step read its pass's logits where the CPU graph left them: the context's
+        # copy is stale, so reading it is an error, not last step's numbers
+        with pytest.raises(B.LlamaError, match="no logits"):
+            ctx.logits(1)
         # contents: the next token's logits on top of this cache equal a fresh plain evaluation
         ctx.set_embeddings(False)
         n = ctx.decode([t0], [len(hist)], outputs=[1])

@@ -10,6 +10,7 @@ stationary rate of that two-state chain.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -24,7 +25,7 @@ class Tree:
     def n_tokens(self) -> int:
         return 1 + self.n_drafts + len(self.blocks) * self.n_masks
 
-    @property
+    @cached_property   # asked after every step, for the statistics
     def name(self) -> str:
         if not self.blocks and not self.n_drafts:
             return "plain"
@@ -122,14 +123,16 @@ class Acceptance:
     depth: int
     prior: float = 0.5
     weight: float = 0.05
-    alpha: np.ndarray = field(init=False)
-    offered: np.ndarray = field(init=False)
-    accepted: np.ndarray = field(init=False)
+    # plain lists: updated after every step, where numpy's per-element overhead showed up in the
+    # host time of a step
+    alpha: list[float] = field(init=False)
+    offered: list[int] = field(init=False)
+    accepted: list[int] = field(init=False)
 
     def __post_init__(self):
-        self.alpha = np.full(self.depth, self.prior)
-        self.offered = np.zeros(self.depth, dtype=np.int64)
-        self.accepted = np.zeros(self.depth, dtype=np.int64)
+        self.alpha = [self.prior] * self.depth
+        self.offered = [0] * self.depth
+        self.accepted = [0] * self.depth
 
     def update(self, n_offered: int, n_accepted: int) -> None:
         """One verification: drafts 1..n_accepted accepted, the next one (if offered) rejected."""
@@ -137,7 +140,7 @@ class Acceptance:
             hit = i < n_accepted
             self.offered[i] += 1
             self.accepted[i] += hit
-            self.alpha[i] += self.weight * (float(hit) - self.alpha[i])
+            self.alpha[i] += self.weight * (hit - self.alpha[i])
             if not hit:
                 break
 

@@ -18,13 +18,13 @@ def _layernorm(x, w, b, eps):
     return (x - mu) / np.sqrt(var + eps) * w + b
 
 
-def bf16_round(w: np.ndarray) -> np.ndarray:
-    """float32 values rounded to bfloat16 (nearest even, gguf's codec), as float32: the precision
-    the C head keeps its matrices in, so that both heads score with the same weights."""
+def q8_0_round(w: np.ndarray) -> np.ndarray:
+    """float32 matrix rows through Q8_0 and back (gguf's codec, bit-exact with ggml's quantiser):
+    the values the C head keeps its matrices as, so that both heads score with the same weights."""
     from gguf import GGMLQuantizationType, quants
 
-    bf16 = GGMLQuantizationType.BF16
-    return quants.dequantize(quants.quantize(np.asarray(w, dtype=np.float32), bf16), bf16)
+    q8 = GGMLQuantizationType.Q8_0
+    return quants.dequantize(quants.quantize(np.asarray(w, dtype=np.float32), q8), q8)
 
 
 def _silu(x):
@@ -34,7 +34,7 @@ def _silu(x):
 class SamplerHead:
     def __init__(self, g, info: F.MtpInfo, *, shortlist: int = 8):
         self.g = g
-        self.s = {**info.sampler, **{n: bf16_round(info.sampler[n]) for n in ("fc1.weight", "fc2.weight")}}
+        self.s = {**info.sampler, **{n: q8_0_round(info.sampler[n]) for n in ("fc1.weight", "fc2.weight")}}
         self.eps = info.sampler_eps
         self.shortlist = shortlist
         self.unembd = "output.weight" if "output.weight" in g.tensors else "token_embd.weight"

@@ -238,15 +238,26 @@ def test_native_sampler_head_drafts_what_the_numpy_head_drafts(model, request):
     rig.close()
 
 
-def test_bf16_round_is_round_to_nearest_even():
-    """The numpy head keeps fc1/fc2 in the precision of the C head (bfloat16, ties to even), so
-    that both score with the same weights: halfway cases go to the even neighbour."""
-    from mtpchat.sampler_head import bf16_round
-    x = np.array([1.0, 1 + 2**-8, 1 + 3 * 2**-8, 1 + 2**-8 + 2**-20, -(1 + 3 * 2**-8), 0.1], dtype=np.float32)
-    want = np.array([1.0, 1.0, 1 + 2**-6, 1 + 2**-7, -(1 + 2**-6), 0.10009765625], dtype=np.float32)
-    got = bf16_round(x)
-    assert got.dtype == np.float32 and got.tolist() == want.tolist()
-    assert (got.view(np.uint32) & 0xFFFF == 0).all()
+def test_q8_0_round_keeps_32_int8_steps_per_block():
+    """The numpy head keeps fc1/fc2 in the precision of the C head (Q8_0: per 32 weights one
+    float16 scale, amax / 127): every value is an integer multiple of its block's scale, the
+    largest magnitude survives, and rows of other blocks do not share a scale."""
+    from mtpchat.sampler_head import q8_0_round
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, 64)).astype(np.float32)
+    x[1, 32:] *= 1000
+    got = q8_0_round(x)
+    assert got.dtype == np.float32 and got.shape == x.shape
+    for r in range(4):
+        for b in range(2):
+            blk, orig = got[r, 32 * b:32 * b + 32], x[r, 32 * b:32 * b + 32]
+            d32 = np.float32(np.abs(orig).max() / np.float32(127))
+            d = np.float32(np.float16(d32))   # the scale is stored as float16
+            steps = blk / d
+            assert np.allclose(steps, np.round(steps), atol=1e-3) and np.abs(steps).max() <= 127.5
+            # rounding to a step of the float32 scale, then the float16 scale's own error per step
+            assert np.abs(blk - orig).max() <= 0.5 * d32 * (1 + 1e-5) + 127 * abs(d32 - d)
+    assert not np.array_equal(got, x)
 
 
 def test_native_sampler_head_refuses_bad_matrices(tiny_mtp):

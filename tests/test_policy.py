@@ -49,8 +49,8 @@ def test_tree_rate_of_full_quadratic_tree():
 def test_acceptance_is_conditional_per_depth():
     a = P.Acceptance(3, prior=0.5, weight=0.5)
     a.update(3, 1)  # first accepted, second rejected, third never reached
-    assert a.alpha.tolist() == [0.75, 0.25, 0.5]
-    assert a.offered.tolist() == [1, 1, 0]
+    assert a.alpha == [0.75, 0.25, 0.5]
+    assert a.offered == [1, 1, 0]
 
 
 def test_cost_interpolates_and_extrapolates():
@@ -102,7 +102,7 @@ def test_planner_drops_a_tree_measured_slower_than_plain():
     from mtpchat.planner import SHAPE_MIN_TOKENS, Planner
 
     pl = Planner("auto", 0, n_masks=4, costs=lambda: GPU)
-    pl.acc["mtp"].alpha[:] = 0.8
+    pl.acc["mtp"].alpha[:] = [0.8] * pl.acc["mtp"].depth
     pl.start()
     tree, source = pl.choose([1, 2, 3, 4], [])
     assert source == "mtp" and tree != P.PLAIN
@@ -121,7 +121,7 @@ def test_planner_drops_a_tree_measured_slower_than_plain():
     assert pl.plan.tree != first
     # a tree measured faster than plain stays
     ok = Planner("auto", 0, n_masks=4, costs=lambda: GPU)
-    ok.acc["mtp"].alpha[:] = 0.8
+    ok.acc["mtp"].alpha[:] = [0.8] * ok.acc["mtp"].depth
     ok.choose([1, 2, 3, 4], [])
     for _ in range(SHAPE_MIN_TOKENS):
         ok.record("mtp", 4, 3, [5, 6, 7, 8], [1, 2, 3, 4], seconds=1.1)

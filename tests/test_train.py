@@ -145,7 +145,7 @@ def test_checkpoint_converts_and_runs_in_llama_cpp(tiny_base, tmp_path):
     from mtpchat import format as F
     from mtpchat.convert.command import convert
     from mtpchat.engine import Engine
-    from mtpchat.sampler_head import SamplerHead
+    from mtpchat.sampler_head import SamplerHead, q8_0_round
     from mtpchat.sampling import GREEDY
 
     model, arch = fresh(tiny_base)
@@ -206,9 +206,9 @@ def test_checkpoint_converts_and_runs_in_llama_cpp(tiny_base, tmp_path):
     head = SamplerHead(F.open_gguf(gguf), info)
     zz = z[0].numpy()
     with torch.no_grad():
-        # both engine heads keep fc1/fc2 in bfloat16 (round to nearest even, as torch rounds)
+        # both engine heads keep fc1/fc2 in Q8_0: torch gets the same rounded weights
         for fc in (model.sampler.fc1, model.sampler.fc2):
-            fc.weight.copy_(fc.weight.to(torch.bfloat16).float())
+            fc.weight.copy_(torch.from_numpy(q8_0_round(fc.weight.float().numpy())))
         delta = (model.sample_head(torch.tensor([290]), z[:1]) - z[:1])[0].numpy()
     assert np.abs(head.delta(290, zz) - delta).max() < 1e-3
     lm.close()

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import random
 
+from .prompts_more import more_prompts
+
 CODE_TASKS = [
     "reverses the words in a sentence", "converts a Roman numeral to an integer",
     "finds the longest common prefix of a list of strings", "validates a simple email address",
@@ -307,10 +309,22 @@ def builtin_prompts(seed: int = 0) -> list[dict]:
     for cat, items in groups.items():
         items[:] = list(dict.fromkeys(items))  # a few template fills coincide
         r.shuffle(items)
-    # interleave so that any first N prompts cover every category
+    _interleave(out, groups, "")
+    # the second set (prompts_more.py) follows the first, with ids of its own, so the first
+    # set's ids and cached answers stay as they were
+    more = more_prompts()
+    first = {p["prompt"] for p in out}
+    for items in more.values():
+        items[:] = [x for x in dict.fromkeys(items) if x not in first]
+        r.shuffle(items)
+    _interleave(out, more, "2")
+    return out
+
+
+def _interleave(out: list[dict], groups: dict[str, list[str]], suffix: str) -> None:
+    """Append so that any first N prompts of a set cover every category."""
     longest = max(len(v) for v in groups.values())
     for i in range(longest):
         for cat, items in groups.items():
             if i < len(items):
-                out.append({"id": f"{cat}-{i:04d}", "category": cat, "prompt": items[i]})
-    return out
+                out.append({"id": f"{cat}{suffix}-{i:04d}", "category": cat, "prompt": items[i]})

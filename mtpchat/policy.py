@@ -10,7 +10,7 @@ stationary rate of that two-state chain.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
 
 import numpy as np
 
@@ -41,14 +41,17 @@ class Tree:
 PLAIN = Tree(0)
 
 
+@cache   # the same object every step, so its cached name is reused
 def quadratic(k: int) -> Tree:
     return Tree(k, tuple(range(k + 1)), k)
 
 
+@cache
 def linear(k: int) -> Tree:
     return Tree(k, (k,), k)
 
 
+@cache
 def masks_only(m: int) -> Tree:
     """[t0, m1..mm]: no drafts to verify, a block to make the next step's drafts."""
     return Tree(0, (0,), m)

@@ -157,6 +157,7 @@ class Model:
         self.n_embd = C.llama_model_n_embd(self.ptr)
         self.n_ctx_train = C.llama_model_n_ctx_train(self.ptr)
         self._pieces: dict[int, bytes] = {}
+        self._eog: dict[int, bool] = {}
 
     def close(self) -> None:
         if self.ptr:
@@ -200,7 +201,11 @@ class Model:
         return t.decode("utf-8", "replace") if t else ""
 
     def is_eog(self, token: int) -> bool:
-        return bool(C.llama_vocab_is_eog(self.vocab, token))
+        # asked for every generated token: a ctypes call costs several microseconds
+        e = self._eog.get(token)
+        if e is None:
+            e = self._eog[token] = bool(C.llama_vocab_is_eog(self.vocab, token))
+        return e
 
     @property
     def bos(self) -> int:

@@ -248,8 +248,7 @@ class Engine:
                 if planner.uses_lookup:
                     self.lookup.observe(res.new, next_drafts)
                 if n_off:
-                    st.offered[:n_off] += 1
-                    st.accepted[:res.n_accepted] += 1
+                    st.count_drafts(n_off, res.n_accepted)
                     st.by_source[source] += res.n_accepted
                 st.steps += 1
                 st.trees[tree.name if source != "probe" else "probe"] += 1

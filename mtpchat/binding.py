@@ -435,8 +435,8 @@ class Context:
         rc = C.llama_decode(self.ptr, self.batch)
         if rc != 0:
             raise LlamaError(f"llama_decode failed ({rc}): {_last_error('the context may be full')}")
-        # with hidden states on, llama.cpp outputs every token of the batch
-        return n if self._embeddings else int(self._out[:n].sum())
+        # hidden states follow the output flags too (native/patches/0004)
+        return int(self._out[:n].sum())
 
     def logits(self, n_out: int) -> np.ndarray:
         """Logits of the last decode's outputs, in batch order: a view valid until the next decode."""

@@ -201,7 +201,10 @@ class Engine:
         rng = np.random.default_rng(params.seed)
         t_start = time.perf_counter()
         keep = self._reuse_prefix(prompt)
-        self._prefill(prompt[keep:-1])
+        # the prompt pass: the first step evaluates the rest of the prompt along with its tree, so
+        # that the first token and the first drafts come from the pass that reads the prompt (as in
+        # llama.cpp), and no batch shape is built just for a first step without drafts
+        pending = prompt[keep:-1]
         st.prompt_tokens += len(prompt)
         st.prompt_cached += keep
         st.prompt_s += time.perf_counter() - t_start
@@ -227,7 +230,8 @@ class Engine:
         planner.start()
         self.mtp_drafts.start(self._tokens)
         if planner.uses_lookup:
-            self.lookup.start(self._tokens + [t0])
+            self.lookup.start(self._tokens + pending + [t0])
+        first = True   # the prompt pass: its time is prompt time, its tokens first_tokens
         try:
             while True:
                 t_step = time.perf_counter()
@@ -235,34 +239,47 @@ class Engine:
                 mtp_drafts = self.mtp_drafts.propose(self.k)
                 tree, source = planner.choose(mtp_drafts, lookup)
                 drafts = mtp_drafts if source == "mtp" else lookup if source == "lookup" else []
-                if len(self._tokens) + tree.n_tokens > self.ctx.n_ctx:
+                prefix: list[int] = []
+                if first:
+                    room = self.ctx.n_batch - tree.n_tokens
+                    if len(pending) > room:   # a long prompt: all but its last `room` tokens first
+                        self._prefill(pending[:len(pending) - room])
+                        pending = pending[len(pending) - room:]
+                    prefix, pending = pending, []
+                if len(self._tokens) + len(prefix) + tree.n_tokens > self.ctx.n_ctx:
                     if len(self._tokens) + 1 >= self.ctx.n_ctx:
                         st.finish_reason = "context"
                         break  # the context is full: the answer ends here
                     tree, source, drafts = P.PLAIN, None, []
-                res = stepper.run(self._tokens, t0, drafts, tree, params, rng)
+                res = stepper.run(self._tokens, t0, drafts, tree, params, rng, prefix)
                 n_off = min(tree.n_drafts, len(drafts))
                 next_drafts = planner.record(source, n_off, res.n_accepted, res.new, res.next_drafts,
-                                             seconds=time.perf_counter() - t_step)
+                                             seconds=None if first else time.perf_counter() - t_step)
                 self.mtp_drafts.observe(res.new, next_drafts)
                 if planner.uses_lookup:
                     self.lookup.observe(res.new, next_drafts)
                 if n_off:
                     st.count_drafts(n_off, res.n_accepted)
                     st.by_source[source] += res.n_accepted
-                st.steps += 1
-                st.trees[tree.name if source != "probe" else "probe"] += 1
-                st.pass_tokens += 1 + n_off + (sum(b <= n_off for b in tree.blocks) * tree.n_masks if self.mtp else 0)
-                if tree.n_tokens == 1 and source is None:  # a plain step: the in-process baseline
-                    st.plain_steps += 1
-                    st.plain_tokens += len(res.new)
-                    st.plain_s += time.perf_counter() - t_step
+                if first:
+                    now = time.perf_counter()
+                    st.prompt_s += now - t_step
+                    t_gen, dec0, draft0 = now, stepper.decode_s, stepper.draft_s
+                else:
+                    st.steps += 1
+                    st.trees[tree.name if source != "probe" else "probe"] += 1
+                    st.pass_tokens += 1 + n_off + (sum(b <= n_off for b in tree.blocks) * tree.n_masks if self.mtp else 0)
+                    if tree.n_tokens == 1 and source is None:  # a plain step: the in-process baseline
+                        st.plain_steps += 1
+                        st.plain_tokens += len(res.new)
+                        st.plain_s += time.perf_counter() - t_step
                 account()
                 done = False
                 for i, tok in enumerate(res.new):
                     done = self.model.is_eog(tok)
                     produced += 1
                     st.tokens += 1  # the end-of-generation token counts as generated, unprinted
+                    st.first_tokens += first
                     if not done:
                         piece, done = text.push(tok)
                         if held is not None:
@@ -280,6 +297,7 @@ class Engine:
                 if done:
                     break
                 t0 = res.new[-1]
+                first = False
             tail = text.flush()
             if held is not None:
                 held.text += tail

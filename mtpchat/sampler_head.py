@@ -19,8 +19,9 @@ def _layernorm(x, w, b, eps):
 
 
 def q8_0_round(w: np.ndarray) -> np.ndarray:
-    """float32 matrix rows through Q8_0 and back (gguf's codec, bit-exact with ggml's quantiser):
-    the values the C head keeps its matrices as, so that both heads score with the same weights."""
+    """float32 rows (a matrix or one vector) through Q8_0 and back (gguf's codec, bit-exact with
+    ggml's quantiser): the values the C head keeps its matrices and their inputs as, so that both
+    heads compute the same products."""
     from gguf import GGMLQuantizationType, quants
 
     q8 = GGMLQuantizationType.Q8_0
@@ -50,9 +51,11 @@ class SamplerHead:
     def delta(self, prev: int, z: np.ndarray) -> np.ndarray:
         """out - z for one mask latent z given the previous token."""
         s = self.s
-        h = _silu(s["fc1.weight"] @ np.concatenate([self._row("token_embd.weight", prev), z]) + s["fc1.bias"])
+        # the inputs of fc1 and fc2 through Q8_0 as well: the C head's int8 x int8 dots
+        x = q8_0_round(np.concatenate([self._row("token_embd.weight", prev), z]))
+        h = _silu(s["fc1.weight"] @ x + s["fc1.bias"])
         h = _layernorm(h, s["norm1.weight"], s["norm1.bias"], self.eps)
-        h = _silu(s["fc2.weight"] @ h + s["fc2.bias"])
+        h = _silu(s["fc2.weight"] @ q8_0_round(h) + s["fc2.bias"])
         return _layernorm(h, s["norm2.weight"], s["norm2.bias"], self.eps)
 
     def draft(self, prev: int, z: np.ndarray, mask_logits: np.ndarray, n: int, banned) -> list[int]:

@@ -21,6 +21,7 @@ class Stats:
     prompt_cached: int = 0
     prompt_s: float = 0.0
     tokens: int = 0
+    first_tokens: int = 0   # of tokens: made by prompt passes, so in neither steps nor gen_s
     steps: int = 0
     gen_s: float = 0.0
     # drafts offered and accepted at depth i; plain lists, since they are updated after every
@@ -60,12 +61,18 @@ class Stats:
             self.accepted[i] += 1
 
     @property
+    def step_tokens(self) -> int:
+        """Tokens the generation steps made: what rates count (llama.cpp's eval rate likewise
+        leaves out the token the prompt pass makes)."""
+        return self.tokens - self.first_tokens
+
+    @property
     def tau(self) -> float:
-        return self.tokens / self.steps if self.steps else 0.0
+        return self.step_tokens / self.steps if self.steps else 0.0
 
     @property
     def tok_s(self) -> float:
-        return self.tokens / self.gen_s if self.gen_s > 0 else 0.0
+        return self.step_tokens / self.gen_s if self.gen_s > 0 else 0.0
 
     @property
     def prompt_tok_s(self) -> float:
@@ -90,7 +97,7 @@ class Stats:
         """This run's tokens/s over plain tokens/s measured in the same process: the plain steps
         of this run and of `reference` (e.g. the session so far). None until both sides exist:
         no step other than plain ones, or no plain step measured yet."""
-        if not self.mtp_steps or not self.tokens or self.gen_s <= 0:
+        if not self.mtp_steps or not self.step_tokens or self.gen_s <= 0:
             return None
         n, s = self.plain_tokens, self.plain_s
         if reference is not None and reference is not self:
@@ -105,7 +112,7 @@ class Stats:
         (kept for --json; the status line shows the measured `speedup`)."""
         if not self.pass_1_s or not self.gen_s:
             return None
-        return self.tokens * self.pass_1_s / self.gen_s
+        return self.step_tokens * self.pass_1_s / self.gen_s
 
     @property
     def outside_decode(self) -> float | None:

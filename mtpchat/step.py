@@ -32,25 +32,32 @@ class TreeBatch:
     block_seq: dict[int, int]         # chain node -> sequence id of the block after it
     chain_len: int
     n_masks: int
+    outputs: list[int]
 
     def block_row(self, node: int) -> int:
         """Output row of the first mask of the block after chain node `node`."""
         return self.chain_len + list(self.block_seq).index(node) * self.n_masks
 
 
-def tree_batch(chain: list[int], blocks: tuple[int, ...], n_masks: int, mask_ids: list[int], p0: int) -> TreeBatch:
-    """Tokens, positions and sequence ids of one step's pass; chain[0] goes to position p0."""
+def tree_batch(chain: list[int], blocks: tuple[int, ...], n_masks: int, mask_ids: list[int], p0: int,
+               prefix: list[int] = ()) -> TreeBatch:
+    """Tokens, positions, sequence ids and outputs of one step's pass; chain[0] goes to position
+    p0 + len(prefix). `prefix`: tokens committed unconditionally before the chain (the rest of the
+    prompt, in the prompt pass), seen by every block, with no outputs."""
     block_seq = {b: 1 + i for i, b in enumerate(blocks)}
-    pos = list(range(p0, p0 + len(chain)))
+    n_pre = len(prefix)
+    pos = list(range(p0, p0 + n_pre + len(chain)))
+    outputs = [0] * n_pre + [1] * (len(chain) + len(blocks) * n_masks)
     if not blocks:
-        return TreeBatch(list(chain), pos, None, {}, len(chain), n_masks)
-    toks = list(chain)
-    seqs = [[0] + [block_seq[b] for b in blocks if b >= i] for i in range(len(chain))]
+        return TreeBatch(list(prefix) + list(chain), pos, None, {}, len(chain), n_masks, outputs)
+    toks = list(prefix) + list(chain)
+    seqs = [[0] + list(block_seq.values())] * n_pre
+    seqs += [[0] + [block_seq[b] for b in blocks if b >= i] for i in range(len(chain))]
     for b in blocks:
         toks += mask_ids[:n_masks]
-        pos += range(p0 + b + 1, p0 + b + 1 + n_masks)
+        pos += range(p0 + n_pre + b + 1, p0 + n_pre + b + 1 + n_masks)
         seqs += [[block_seq[b]]] * n_masks
-    return TreeBatch(toks, pos, seqs, block_seq, len(chain), n_masks)
+    return TreeBatch(toks, pos, seqs, block_seq, len(chain), n_masks, outputs)
 
 
 @dataclass
@@ -109,8 +116,9 @@ class Stepper:
             self.c_head.close()
 
     def run(self, history: list[int], t0: int, drafts: list[int], tree: Tree, params: SamplingParams,
-                 rng) -> StepResult:
-        """`history` is what the cache holds; t0 and the accepted drafts are appended to it."""
+            rng, prefix: list[int] = ()) -> StepResult:
+        """`history` is what the cache holds; `prefix` (in the prompt pass: the prompt's tokens
+        after it, evaluated in the same pass), t0 and the accepted drafts are appended to it."""
         ctx = self.ctx
         p0 = len(history)
         n = min(tree.n_drafts, len(drafts))
@@ -118,29 +126,32 @@ class Stepper:
         blocks = tuple(b for b in tree.blocks if b <= n) if self.head is not None else ()
         m = tree.n_masks
         c0 = ctx.compute_s
-        if self.native and params.greedy and params.repeat_penalty == 1.0:
+        # the prompt pass takes the Python path: once an answer, and its time is prompt time
+        if self.native and params.greedy and params.repeat_penalty == 1.0 and not prefix:
             new, a, next_drafts, _ = ctx.mtp_step(self.c_head, chain, blocks, self.mask_ids, m if blocks else 0, p0)
             self.decode_s += ctx.compute_s - c0
             history.extend(chain[:a + 1])
             return StepResult(new, a, next_drafts)
-        batch = tree_batch(chain, blocks, m, self.mask_ids, p0)
+        batch = tree_batch(chain, blocks, m, self.mask_ids, p0, prefix)
         for s in batch.block_seq.values():
             ctx.seq_cp(0, s)
         ctx.set_embeddings(bool(blocks))
-        n_out = ctx.decode(batch.tokens, batch.pos, seq_ids=batch.seqs, outputs=[1] * len(batch.tokens))
+        n_out = ctx.decode(batch.tokens, batch.pos, seq_ids=batch.seqs, outputs=batch.outputs)
         self.decode_s += ctx.compute_s - c0
         logits = ctx.logits(n_out)
+        history.extend(prefix)
         a, bonus = verify_reference(logits, history, chain, n, params, rng, self.banned)
         # the cache keeps exactly the accepted tokens (outputs stay readable until the next pass)
         for s in batch.block_seq.values():
             ctx.seq_rm(s)
-        ctx.seq_rm(0, p0 + a + 1, -1)
+        ctx.seq_rm(0, p0 + len(prefix) + a + 1, -1)
         history.extend(chain[:a + 1])
         next_drafts: list[int] = []
         if a in batch.block_seq:
             row = batch.block_row(a)
             if self.c_head is not None:
-                next_drafts = ctx.mtp_draft(self.c_head, row, m, bonus)
+                # llama_mtp_draft takes batch indices, which the prompt's tokens shift
+                next_drafts = ctx.mtp_draft(self.c_head, len(prefix) + row, m, bonus)
             else:
                 z = ctx.hidden(n_out)[row:row + m]
                 t = time.perf_counter()

@@ -39,6 +39,18 @@ def test_linear_tree_layout_and_masks_only_step():
     assert b.tokens == [50, 900, 901, 902] and b.pos == [7, 8, 9, 10] and b.seqs == [[0, 1], [1], [1], [1]]
 
 
+def test_prompt_pass_puts_the_prompt_before_the_tree_without_outputs():
+    # the prompt pass: prompt tokens 30, 31 at positions 5, 6, then a masks-only step for t0 = 32
+    m = P.masks_only(2)
+    b = tree_batch([32], m.blocks, m.n_masks, MASKS, p0=5, prefix=[30, 31])
+    assert b.tokens == [30, 31, 32, 900, 901] and b.pos == [5, 6, 7, 8, 9]
+    # every block sees the prompt; only the tree's rows are outputs, so block rows keep their index
+    assert b.seqs == [[0, 1], [0, 1], [0, 1], [1], [1]] and b.outputs == [0, 0, 1, 1, 1]
+    assert b.block_row(0) == 1
+    plain = tree_batch([32], (), 0, MASKS, p0=5, prefix=[30, 31])
+    assert plain.seqs is None and plain.outputs == [0, 0, 1] and plain.pos == [5, 6, 7]
+
+
 def _stream(pieces, stops=()):
     ts = TextStream(lambda t: pieces[t], stops)
     out = []

@@ -206,9 +206,10 @@ def test_checkpoint_converts_and_runs_in_llama_cpp(tiny_base, tmp_path):
     head = SamplerHead(F.open_gguf(gguf), info)
     zz = z[0].numpy()
     with torch.no_grad():
-        # both engine heads keep fc1/fc2 in Q8_0: torch gets the same rounded weights
+        # both engine heads keep fc1/fc2 and their inputs in Q8_0: torch gets the same rounding
         for fc in (model.sampler.fc1, model.sampler.fc2):
             fc.weight.copy_(torch.from_numpy(q8_0_round(fc.weight.float().numpy())))
+            fc.register_forward_pre_hook(lambda _, args: (torch.from_numpy(q8_0_round(args[0].numpy())),))
         delta = (model.sample_head(torch.tensor([290]), z[:1]) - z[:1])[0].numpy()
     assert np.abs(head.delta(290, zz) - delta).max() < 1e-3
     lm.close()

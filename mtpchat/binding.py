@@ -380,7 +380,6 @@ class Context:
         width = min(n_batch, STEP_MAX_TOKENS)
         self._step_io = ((C.llama_token * width)(), (ctypes.c_int32 * n_seq_max)(), (C.llama_token * width)(),
                          (C.llama_token * width)(), (C.llama_token * width)(), ctypes.c_int32(0), ctypes.c_int64(0))
-        self._step_shape: tuple | None = None   # (blocks, masks) the step arrays hold now
 
     def set_n_threads(self, n: int) -> None:
         """Threads for the next passes (single-token and batch alike), without a new context."""
@@ -474,12 +473,8 @@ class Context:
         if not 0 < n_chain <= len(chain_a) or len(blocks) > len(blocks_a) or n_masks > len(masks_a):
             raise LlamaError("llama_mtp_step: the tree is larger than this context's step buffers")
         chain_a[:n_chain] = chain
-        # blocks and masks repeat from step to step: copied into the C arrays only on a change
-        shape = (tuple(blocks), tuple(mask_ids[:n_masks]))
-        if shape != self._step_shape:
-            blocks_a[:len(blocks)] = blocks
-            masks_a[:n_masks] = mask_ids[:n_masks]
-            self._step_shape = shape
+        blocks_a[:len(blocks)] = blocks
+        masks_a[:n_masks] = mask_ids[:n_masks]
         a = _step(self.ptr, head.ptr if head is not None else None, chain_a, n_chain, blocks_a, len(blocks),
                   masks_a, n_masks, p0, self._banned_p, len(self._banned), new_a, drafts_a, n_drafts, host_us)
         self._embeddings = bool(blocks)   # the step switches hidden states on only for blocks

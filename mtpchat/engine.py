@@ -268,8 +268,7 @@ class Engine:
                 else:
                     st.steps += 1
                     st.trees[tree.name if source != "probe" else "probe"] += 1
-                    st.pass_tokens += (tree.n_tokens if n_off == tree.n_drafts else
-                                       1 + n_off + sum(b <= n_off for b in tree.blocks) * tree.n_masks)
+                    st.pass_tokens += 1 + n_off + (len(tree.blocks_reached(n_off)) * tree.n_masks if self.mtp else 0)
                     if tree.n_tokens == 1 and source is None:  # a plain step: the in-process baseline
                         st.plain_steps += 1
                         st.plain_tokens += len(res.new)

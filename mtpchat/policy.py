@@ -25,6 +25,11 @@ class Tree:
     def n_tokens(self) -> int:
         return 1 + self.n_drafts + len(self.blocks) * self.n_masks
 
+    def blocks_reached(self, n: int) -> tuple[int, ...]:
+        """The blocks a chain of n drafts (n <= n_drafts: fewer drafts than the tree holds)
+        still reaches."""
+        return self.blocks if n == self.n_drafts else tuple(b for b in self.blocks if b <= n)
+
     @cached_property   # asked after every step, for the statistics
     def name(self) -> str:
         if not self.blocks and not self.n_drafts:

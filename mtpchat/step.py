@@ -123,10 +123,7 @@ class Stepper:
         p0 = len(history)
         n = min(tree.n_drafts, len(drafts))
         chain = [t0] + drafts[:n]
-        if self.head is None:
-            blocks = ()
-        else:   # a chain cut short (fewer drafts than the tree holds) keeps the blocks it reaches
-            blocks = tree.blocks if n == tree.n_drafts else tuple(b for b in tree.blocks if b <= n)
+        blocks = tree.blocks_reached(n) if self.head is not None else ()
         m = tree.n_masks
         c0 = ctx.compute_s
         # the prompt pass takes the Python path: once an answer, and its time is prompt time

@@ -295,6 +295,36 @@ def test_resume_continues_from_the_saved_step(tiny_base, tmp_path):
                 architecture=arch)
 
 
+def test_init_grows_the_rank_without_changing_the_outputs(tiny_base, tmp_path):
+    """--init into a higher rank at the same alpha/rank: the mask outputs at step 0 are the
+    checkpoint's, the new rank is trainable, and another scale is refused."""
+    from mtpchat.train.base import TrainError
+
+    data = Examples(train=synthetic_examples(6), dev=[])
+    small, arch = fresh(tiny_base, rank=2)
+    with torch.no_grad():
+        for lin in small.lora.values():
+            lin.lora_B.normal_(std=0.5)
+    cfg = dict(n_masks=K, lr=5e-3, warmup=1, steps=2, batch_tokens=40, save_every=0, eval_every=0)
+    out = Trainer(small, data, TrainConfig(rank=2, alpha=4, **cfg), tmp_path / "r2", base_name="t",
+                  architecture=arch).save()
+    big, _ = fresh(tiny_base, seed=3, rank=4)
+    tr = Trainer(big, data, TrainConfig(rank=4, alpha=8, **cfg), tmp_path / "r4", base_name="t",
+                 architecture=arch, init_from=out)
+    ex = synthetic_examples(2, seed=4)
+    lay = build_layout([(e["prompt_ids"] + e["answer_ids"], len(e["prompt_ids"])) for e in ex], K)
+    with torch.no_grad():
+        before, after = small.joint_pass(lay), big.joint_pass(lay)
+    assert (before - small.joint_pass(lay, adapter=False)).abs().max() > 1e-2   # the adapter matters
+    assert torch.allclose(before, after, atol=1e-5)
+    tr.run()
+    assert any(lin.lora_B[:, 2:].abs().max() > 0 for lin in big.lora.values())
+    other, _ = fresh(tiny_base, rank=4)
+    with pytest.raises(TrainError, match="--alpha 8"):
+        Trainer(other, data, TrainConfig(rank=4, alpha=4, **cfg), tmp_path / "r4b", base_name="t",
+                architecture=arch, init_from=out)
+
+
 def test_targets_come_from_llama_cpp_and_resume(tiny_base, tmp_path):
     from mtpchat.engine import Engine
     from mtpchat.sampling import GREEDY

@@ -104,14 +104,19 @@ def load_tensors(folder: str | Path) -> tuple[dict, dict, dict, dict]:
 
 
 def load_into(model, folder: str | Path) -> dict:
-    """Copy a checkpoint's tensors into an MtpModel built with the same shapes; returns its config."""
+    """Copy a checkpoint's tensors into an MtpModel built with the same shapes, or with a higher
+    LoRA rank: then they fill the first rows of A and columns of B, and B's other columns stay
+    zero so the adapter's output is the checkpoint's. Returns its config."""
     import torch
 
     cfg, adapter, sampler, masks = load_tensors(folder)
     with torch.no_grad():
         for stem, lin in model.lora.items():
-            lin.lora_A.copy_(adapter[C.peft_name(stem, "A")])
-            lin.lora_B.copy_(adapter[C.peft_name(stem, "B")])
+            a, b = adapter[C.peft_name(stem, "A")], adapter[C.peft_name(stem, "B")]
+            r = a.shape[0]
+            lin.lora_A[:r].copy_(a)
+            lin.lora_B[:, :r].copy_(b)
+            lin.lora_B[:, r:].zero_()
         model.sampler.load_state_dict(sampler)
         model.mask_emb.copy_(masks["mask_embeddings"])
     return cfg

@@ -189,16 +189,25 @@ class Trainer:
         if resume and (self.out / ckpt.CONFIG).exists():
             self._resume()
         elif init_from is not None:
-            self._check_shapes(ckpt.read_config(init_from), init_from)
+            self._check_shapes(ckpt.read_config(init_from), init_from, grow=True)
             ckpt.load_into(self.model, init_from)
 
     # -- state ------------------------------------------------------------------------------
 
-    def _check_shapes(self, cfg: dict, folder) -> None:
+    def _check_shapes(self, cfg: dict, folder, *, grow: bool = False) -> None:
+        """grow: --init may start a higher rank at the same alpha/rank, so the adapter's output is
+        unchanged at step 0: the extra rows of A are fresh and the extra columns of B zero."""
         mine = {"n_masks": self.cfg.n_masks, "rank": self.cfg.rank, "alpha": float(self.cfg.alpha)}
         theirs = {"n_masks": cfg["n_masks"], "rank": cfg["lora"]["rank"], "alpha": float(cfg["lora"]["alpha"])}
+        if grow and mine["n_masks"] == theirs["n_masks"] and mine["rank"] > theirs["rank"]:
+            if mine["alpha"] * theirs["rank"] == theirs["alpha"] * mine["rank"]:
+                return
+            need = theirs["alpha"] * mine["rank"] / theirs["rank"]
+            raise TrainError(f"{folder} was trained with {theirs}: a larger --rank {mine['rank']} needs "
+                             f"--alpha {need:g} to keep its scale")
         if mine != theirs:
-            raise TrainError(f"{folder} was trained with {theirs}, not {mine}: use the same -k, --rank and --alpha")
+            raise TrainError(f"{folder} was trained with {theirs}, not {mine}: use the same -k, --rank and --alpha"
+                             + (" (or a larger --rank at the same alpha/rank)" if grow else ""))
 
     def _resume(self) -> None:
         cfg = ckpt.read_config(self.out)

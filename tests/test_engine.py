@@ -132,6 +132,24 @@ def test_native_verification_equals_python_reference(engines, tree):
     assert runs[True] == runs[False]
 
 
+def test_native_step_does_not_depend_on_the_thread_count(smol_path):
+    """The C step splits argmaxes and the head's rows over the context's threads (OpenMP). On the
+    default model, whose drafts get accepted, with 1 and 3 threads (5 chain rows: a group of 3,
+    then 2, and walks that go on past a group) every step equals the Python reference's."""
+    from mtpchat.chat import ChatFormat
+    from mtpchat.models import default_model_path
+
+    runs = {}
+    for native, threads in ((False, 1), (True, 1), (True, 3)):
+        eng = Engine(default_model_path(), tree="quadratic:4", n_ctx=1024, native=native, n_threads=threads)
+        steps = spy_steps(eng)
+        prompt = ChatFormat(eng.model).tokens([{"role": "user", "content": "Count from 1 to 30, separated by commas."}])
+        runs[native, threads] = (generate(eng, prompt, 32), steps)
+        eng.close()
+    assert runs[True, 1] == runs[False, 1] and runs[True, 3] == runs[False, 1]
+    assert max(s[1] for s in runs[False, 1][1]) >= 3   # some step accepted past the first group
+
+
 def test_cache_holds_exactly_the_accepted_tokens(tiny_mtp):
     """After every step: seq 0 ends at the last accepted token, no block sequence is left, and the
     cached keys/values equal those of a plain evaluation of the same tokens."""

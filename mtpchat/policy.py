@@ -9,10 +9,10 @@ stationary rate of that two-state chain.
 """
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
-from functools import cache, cached_property
+from functools import cache, cached_property, lru_cache
 
-import numpy as np
 
 
 @dataclass(frozen=True)
@@ -80,12 +80,15 @@ def cost(table: dict[int, float], n: int) -> float:
     if n >= xs[-1]:
         a, b = xs[-2], xs[-1]
         return table[b] + (table[b] - table[a]) / (b - a) * (n - b)
-    return float(np.interp(n, xs, [table[x] for x in xs]))
+    # np.interp's formula, in plain floats: the planner asks this for every candidate tree
+    j = bisect.bisect_right(xs, n) - 1
+    a, b = xs[j], xs[j + 1]
+    return (table[b] - table[a]) / (b - a) * (n - a) + table[a]
 
 
-def end_probs(alpha, n: int) -> np.ndarray:
+def end_probs(alpha, n: int) -> list[float]:
     """P(exactly a drafts accepted), a = 0..n, with alpha[i] = P(draft i+1 accepted | earlier ones)."""
-    p = np.zeros(n + 1)
+    p = [0.0] * (n + 1)
     reach = 1.0
     for a in range(n):
         p[a] = reach * (1.0 - alpha[a])
@@ -98,7 +101,7 @@ def tree_rate(tree: Tree, alpha, table: dict[int, float]) -> tuple[float, float]
     """(tokens per unit time, tokens per step) of running `tree` whenever drafts exist."""
     n, m = tree.n_drafts, tree.n_masks
     pa = end_probs(alpha, n)
-    tokens = 1.0 + float(np.dot(np.arange(n + 1), pa))
+    tokens = 1.0 + sum(a * q for a, q in enumerate(pa))
     c_tree = cost(table, tree.n_tokens)
     p_keep = float(sum(pa[a] for a in tree.blocks if a <= n))
     if not tree.blocks or m == 0:
@@ -158,6 +161,15 @@ def choose(table: dict[int, float], alpha, *, k_max: int, n_max: int | None = No
     """The tree with the best expected rate; plain decoding unless a tree beats it by `margin`.
     chain_only: drafts that need no mask blocks (prompt lookup). exclude: trees not to choose
     (measured slower than plain decoding while running)."""
+    # remembered: while decoding plainly the inputs rarely change between re-plans, and scoring
+    # every candidate cost ≈ 0.1 ms a step in `auto`
+    return _choose(tuple(sorted(table.items())), tuple(alpha), k_max, n_max, margin, chain_only,
+                   frozenset(exclude))
+
+
+@lru_cache(maxsize=256)
+def _choose(items, alpha, k_max, n_max, margin, chain_only, exclude) -> Choice:
+    table = dict(items)
     n_max = k_max if n_max is None else n_max
     plain = Choice(PLAIN, 1.0 / cost(table, 1), 1.0)
     best = plain

@@ -34,7 +34,7 @@ def test_gpu_table_builds_deep_trees_near_the_best(alpha):
 
 def test_end_probabilities_sum_to_one():
     p = P.end_probs([0.7, 0.5, 0.2], 3)
-    assert p.sum() == pytest.approx(1.0)
+    assert sum(p) == pytest.approx(1.0)
     assert p[0] == pytest.approx(0.3) and p[3] == pytest.approx(0.07)
 
 
@@ -127,3 +127,17 @@ def test_planner_drops_a_tree_measured_slower_than_plain():
         ok.record("mtp", 4, 3, [5, 6, 7, 8], [1, 2, 3, 4], seconds=1.1)
         ok.choose([1, 2, 3, 4], [])
     assert not ok.dropped
+
+
+def test_cost_interpolates_as_numpy_and_choose_remembers_only_equal_inputs():
+    import numpy as np
+
+    table = {1: 1.0, 2: 1.3, 4: 1.9, 8: 3.1, 16: 5.0}
+    xs = sorted(table)
+    for n in range(1, 17):
+        assert P.cost(table, n) == pytest.approx(float(np.interp(n, xs, [table[x] for x in xs])), rel=1e-12)
+    cheap = {1: 1.0, 2: 1.01, 4: 1.02, 8: 1.05, 16: 1.1, 32: 1.3}
+    a = P.choose(cheap, [0.9] * 4, k_max=4)
+    assert a.tree != P.PLAIN and P.choose(dict(cheap), [0.9] * 4, k_max=4) is a   # same inputs: remembered
+    assert P.choose(cheap, [0.01] * 4, k_max=4).tree == P.PLAIN                      # other acceptance
+    assert a.tree not in {P.choose(cheap, [0.9] * 4, k_max=4, exclude={a.tree}).tree}

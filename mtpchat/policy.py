@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from functools import cache, cached_property, lru_cache
 
 
-
 @dataclass(frozen=True)
 class Tree:
     n_drafts: int                        # drafts verified in the chain
@@ -103,7 +102,7 @@ def tree_rate(tree: Tree, alpha, table: dict[int, float]) -> tuple[float, float]
     pa = end_probs(alpha, n)
     tokens = 1.0 + sum(a * q for a, q in enumerate(pa))
     c_tree = cost(table, tree.n_tokens)
-    p_keep = float(sum(pa[a] for a in tree.blocks if a <= n))
+    p_keep = sum(pa[a] for a in tree.blocks if a <= n)
     if not tree.blocks or m == 0:
         return tokens / c_tree, tokens
     # two states: D (drafts ready) runs the tree, N (none) runs [t0, m1..mm]. Every change of

@@ -1,21 +1,28 @@
 #!/usr/bin/env bash
 # The GPU check of the native step. The device machine has no network and takes at most 64 MiB
-# per call, working tree included (~25 MB, most of it the checkpoint), so the compressed model
-# (~112 MB) travels in parts over several calls, fired one right after the other so that the
-# machine (and what it built) stays warm:
-#   native/device_check.sh prepare   here: .dev/c1 (patched llama.cpp tree, slim wheels, prompt
-#                                    sets, model part 1), .dev/c2, .dev/c3, ... (the other parts)
-#   native/device_check.sh build     on the GPU machine, carrying .dev/c1: CUDA build for one
-#                                    architecture (CUDA_ARCH, default 90), libraries linked with
-#                                    native/exports.map as setup.sh links them
-#   native/device_check.sh stash     carrying .dev/c2 (and so on): keeps the model parts
-#   native/device_check.sh run       carrying the last part: the gating check, llama-bench, bench
-#                                    auto and quadratic:4 on every prompt set; $OUT/summary.json
+# per call, working tree included, so the compressed model (~112 MB) travels in parts over
+# several calls, fired one right after the other so that the machine (and what it built) stays
+# warm:
+#   native/device_check.sh prepare   here: .dev/c1 (patched llama.cpp tree without the other
+#                                    backends, slim wheels, prompt sets, model part 1), .dev/c2 ...
+#                                    (the other parts), sized to what travels beside them
+#   native/device_check.sh build     on the GPU machine, carrying .dev/c1: one CUDA build for one
+#                                    architecture (CUDA_ARCH, default 90; CUDA=0 builds for the CPU,
+#                                    to try the script here): llama-bench against libraries that
+#                                    export everything, then the same libraries relinked with
+#                                    native/exports.map for mtpchat, as setup.sh links them
+#   native/device_check.sh stash     carrying a middle part: keeps it for the run
+#   native/device_check.sh run       carrying the last part: the gating check, the batch-shape
+#                                    probe, llama-bench, then bench on every prompt set (auto, then
+#                                    quadratic:4, then quadratic:1 on math) while time is left
+#                                    (RUN_BUDGET_S, default 420). $OUT gets summary.json, log.txt
+#                                    and results.tgz (every raw output, repacked after each step:
+#                                    a call returns at most 8 files)
 # mtpchat itself runs from the carried working tree (PYTHONPATH), not from a wheel.
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"; root="$(dirname "$here")"
-stage=/tmp/mtpchat-device; work=/tmp/mtpchat-device/w; out="${OUT:-/tmp/mtpchat-device/out}"
-mkdir -p "$stage" "$out"
+stage="${STAGE:-/tmp/mtpchat-device}"; work="$stage/w"; res="$stage/res"; out="${OUT:-$stage/out}"
+mkdir -p "$stage" "$out" "$res"
 log() { echo "[$(date +%T)] $*" | tee -a "$out/log.txt" >&2; }
 
 prepare() {
@@ -23,7 +30,10 @@ prepare() {
   local c1="$root/.dev/c1" t; t="$(mktemp -d)"
   rm -rf "$root/.dev" && mkdir -p "$c1/whl" "$c1/prompts"
   local tree; tree="$("$py" "$here/build.py" --source "$t/src")" || exit 1
-  (cd "$tree" && rm -rf docs models tests benches tools/ui examples/*/assets)
+  # only what a CUDA or CPU build configures: 9.2 MB compressed with everything, 5.7 without
+  (cd "$tree" && rm -rf docs models tests benches tools/ui examples/*/assets app conversion gguf-py pocs \
+    skills media ci scripts grammars requirements convert_*.py \
+    ggml/src/ggml-{sycl,vulkan,opencl,hexagon,metal,et,webgpu,openvino,cann,virtgpu,zdnn,zendnn,rpc,blas,kompute,musa})
   tar -czf "$c1/llama.cpp.tgz" -C "$(dirname "$tree")" llama.cpp
   cp "$here/exports.map" "$c1/"
   # llama-cpp-python's Python code only, from the cached patched wheel: the CUDA libraries come
@@ -42,23 +52,27 @@ with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst / name, "w", zipfile.ZIP_D
             data = b"".join(l if not l.startswith(b"Tag:") else b"Tag: py3-none-any\n" for l in data.splitlines(True))
         zout.writestr(item, data)
 PY
+  # what the GPU machine's Python lacks (llama_cpp's package __init__ imports diskcache)
   "$py" -m pip download -q --no-deps --only-binary :all: --python-version 3.12 --platform manylinux2014_x86_64 \
-    -d "$c1/whl" gguf prompt_toolkit wcwidth
+    -d "$c1/whl" gguf prompt_toolkit wcwidth diskcache || exit 1
   cp "$root"/../shared/prompts/*.jsonl "$c1/prompts/" 2>/dev/null || cp "${PROMPTS:?set PROMPTS to the prompt sets}"/*.jsonl "$c1/prompts/"
-  local model; model="$("$py" -m mtpchat.models)"
+  local model; model="$("$py" -m mtpchat.models)" || exit 1
   sha256sum "$model" | cut -c1-64 > "$c1/model.sha256"
-  # what a call may carry beside the working tree; part 1 shares its call with the rest of c1
-  local budget=$(( 64 * 1024 * 1024 - $(git -C "$root" ls-files -z | xargs -0 cat | wc -c) - 2 * 1024 * 1024 ))
+  # a call carries 64 MiB in all: what travels anyway (tracked files and untracked ones git does
+  # not ignore), then 1 MiB of slack; part 1 shares its call with the rest of c1
+  local travels; travels=$(cd "$root" && git ls-files -z -co --exclude-standard | xargs -0 -r du -cb 2>/dev/null | tail -1 | cut -f1)
+  local budget=$(( 64 * 1024 * 1024 - travels - 1024 * 1024 ))
   local first=$(( budget - $(du -sb "$c1" | cut -f1) ))
-  xz -T2 -9 -c "$model" > "$t/model.xz"
+  xz -T2 -6 -c "$model" > "$t/model.xz"
   head -c "$first" "$t/model.xz" > "$c1/model.part.00"
   tail -c +"$(( first + 1 ))" "$t/model.xz" | split -b "$budget" -d -a 2 - "$t/model.part.x"
   local i=2
   for f in "$t"/model.part.x*; do
+    [ -s "$f" ] || continue
     mkdir -p "$root/.dev/c$i" && mv "$f" "$root/.dev/c$i/model.part.$(printf %02d $(( i - 1 )))"; i=$(( i + 1 ))
   done
   rm -rf "$t"; du -sh "$root"/.dev/c*
-  echo "calls: build carrying .dev/c1, stash carrying each middle one, run carrying .dev/c$(( i - 1 ))"
+  echo "travels beside each part: $(( travels / 1024 )) KiB; calls: build carrying .dev/c1, stash carrying each middle one, run carrying .dev/c$(( i - 1 ))"
 }
 
 stash() {
@@ -69,38 +83,53 @@ build() {
   stash
   [ -d /usr/local/cuda/bin ] && export PATH=/usr/local/cuda/bin:$PATH
   rm -rf "$work" && mkdir -p "$work" && tar -xzf "$stage/llama.cpp.tgz" -C "$work"
+  local b="$work/build" gpu=(-DGGML_CUDA=ON "-DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCH:-90}" -DGGML_CUDA_FA=OFF -DGGML_CUDA_NCCL=OFF)
+  [ "${CUDA:-1}" = 0 ] && gpu=()
+  local common=(-S "$work/llama.cpp" -B "$b" -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON "${gpu[@]}"
+    -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF
+    -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=OFF)
+  # one compilation serves both: llama-bench needs the libraries' C++ exports, mtpchat must not
+  # have them (the libstdc++ clash), and the version script only changes the link
   log "configure"
-  cmake -S "$work/llama.cpp" -B "$work/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON \
-    -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90}" -DGGML_CUDA_FA=OFF -DBUILD_SHARED_LIBS=ON -DLLAMA_CURL=OFF \
-    -DLLAMA_OPENSSL=OFF -DGGML_CUDA_NCCL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF \
-    -DLLAMA_BUILD_SERVER=OFF "-DCMAKE_SHARED_LINKER_FLAGS=-Wl,--version-script=$stage/exports.map" > "$out/build.txt" 2>&1 \
-    || { log "cmake failed"; tail -20 "$out/build.txt"; exit 1; }
-  # llama-bench from the same tree, statically linked to its own copy (tools need C++ exports)
-  cmake -S "$work/llama.cpp" -B "$work/build-bench" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON \
-    -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90}" -DGGML_CUDA_FA=OFF -DBUILD_SHARED_LIBS=OFF -DLLAMA_CURL=OFF \
-    -DLLAMA_OPENSSL=OFF -DGGML_CUDA_NCCL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=OFF >> "$out/build.txt" 2>&1
+  cmake "${common[@]}" > "$out/build.txt" 2>&1 || { log "cmake failed"; tail -30 "$out/build.txt"; exit 1; }
   log "build"
-  cmake --build "$work/build" -j "$(nproc)" --target llama >> "$out/build.txt" 2>&1 || { log "build failed"; grep -m5 -A8 error "$out/build.txt"; exit 1; }
-  cmake --build "$work/build-bench" -j "$(nproc)" --target llama-bench >> "$out/build.txt" 2>&1 || log "llama-bench build failed"
-  log "built: $(ls "$work/build/bin" | tr '\n' ' ')"
+  cmake --build "$b" -j "$(nproc)" --target llama llama-bench >> "$out/build.txt" 2>&1 \
+    || { log "build failed"; grep -m5 -B2 -A12 -i "error" "$out/build.txt"; exit 1; }
+  rm -rf "$work/bench-bin" && cp -r "$b/bin" "$work/bench-bin"
+  log "relink with the exports map"
+  cmake "${common[@]}" "-DCMAKE_SHARED_LINKER_FLAGS=-Wl,--version-script=$stage/exports.map" >> "$out/build.txt" 2>&1 \
+    && cmake --build "$b" -j "$(nproc)" --target llama >> "$out/build.txt" 2>&1 \
+    || { log "relink failed"; tail -30 "$out/build.txt"; exit 1; }
+  grep -c "Building CUDA object\|Building CXX object\|Building C object" "$out/build.txt" | sed 's/^/objects compiled (both passes): /' | tee -a "$out/log.txt"
+  log "built: $(ls "$b/bin" | tr '\n' ' ')"
+}
+
+pack() {  # every raw output so far, in one file (a call returns at most 8)
+  tar -czf "$out/results.tgz.part" -C "$res" . && mv "$out/results.tgz.part" "$out/results.tgz"
 }
 
 run() {
+  local t0=$SECONDS budget="${RUN_BUDGET_S:-420}"
   stash
   cat "$stage"/model.part.* | xz -d -c > "$stage/model.gguf" || { log "model join failed (a part missing?)"; exit 1; }
   [ "$(sha256sum "$stage/model.gguf" | cut -c1-64)" = "$(cat "$stage/model.sha256")" ] || { log "model hash differs"; exit 1; }
-  python3 -m pip install -q --no-index --no-deps "$stage"/whl/*.whl >> "$out/log.txt" 2>&1 || { log "pip failed"; exit 1; }
-  export LLAMA_CPP_LIB_PATH="$work/build/bin" MTPCHAT_CACHE="$stage/cache" PYTHONUNBUFFERED=1 PYTHONPATH="$root"
-  local m="$stage/model.gguf"
-  nm -D --defined-only -C "$work"/build/bin/lib*.so | grep -cE ' (std::|__gnu_cxx::)' > "$out/std_exports.txt"
+  python3 -m pip install -q --no-index --no-deps --target "$stage/site" "$stage"/whl/*.whl >> "$out/log.txt" 2>&1 || { log "pip failed"; exit 1; }
+  local b="$work/build/bin"
+  export LLAMA_CPP_LIB_PATH="$b" LD_LIBRARY_PATH="$b" MTPCHAT_CACHE="$stage/cache" PYTHONUNBUFFERED=1 \
+    PYTHONPATH="$root:$stage/site${PYTHONPATH:+:$PYTHONPATH}"
+  local m="$stage/model.gguf" ngl="${NGL:--1}"
+  # symbols of the C++ standard library itself (functions taking std:: arguments are llama's own)
+  nm -D --defined-only -C "$b"/lib{llama,ggml,ggml-base,ggml-cpu,ggml-cuda}.so 2>/dev/null \
+    | grep -cE '^[0-9a-f]+ [A-Za-z] (std::|__gnu_cxx::)|for (std::|__gnu_cxx::)' > "$res/std_exports.txt"
+  nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv > "$res/gpu.txt" 2>&1
   log "gating"
-  timeout 120 python3 - "$m" > "$out/gate.json" 2>> "$out/log.txt" <<'PY'
+  timeout 120 python3 - "$m" "$ngl" > "$res/gate.json" 2>> "$out/log.txt" <<'PY'
 import json, sys
 import numpy as np
 from mtpchat import binding as B, format as F
-path = sys.argv[1]
+path, ngl = sys.argv[1], int(sys.argv[2])
 info = F.read_mtp_info(F.open_gguf(path))
-model = B.Model(path, n_gpu_layers=-1)
+model = B.Model(path, n_gpu_layers=ngl)
 ids = model.tokenize("The quick brown fox jumps over the lazy dog because it wants to.")
 res = {}
 for adapter in (None, B.Adapter(model)):
@@ -112,30 +141,48 @@ for adapter in (None, B.Adapter(model)):
     ctx.close()
 print(json.dumps({"max_abs_diff_ordinary_rows": float(np.abs(res[True] - res[False]).max())}))
 PY
+  log "batch-shape probe"
+  timeout 90 python3 "$here/batch_shape_probe.py" "$m" --ngl "$ngl" > "$res/batch_shape.json" 2>> "$out/log.txt"
+  pack
   log "llama-bench"
-  timeout 120 "$work/build-bench/bin/llama-bench" -m "$m" -ngl 99 -p 1,2,4,8,16,32 -n 128 -r 5 -o jsonl > "$out/llama-bench.jsonl" 2>> "$out/log.txt"
-  for set in "$stage"/prompts/*.jsonl; do
-    for tree in auto quadratic:4; do
-      log "bench $(basename "$set") $tree"
-      timeout 150 python3 -m mtpchat bench "$m" --prompts "$set" -ngl -1 --tree "$tree" -n 128 --repeats 2 --json \
-        > "$out/bench-$(basename "$set" .jsonl)-${tree/:/}.json" 2>> "$out/log.txt"
-    done
+  LD_LIBRARY_PATH="$work/bench-bin" timeout 120 "$work/bench-bin/llama-bench" -m "$m" -ngl 99 -p 1,2,4,8,16,32 -n 128 -r 5 -o jsonl \
+    > "$res/llama-bench.jsonl" 2>> "$out/log.txt"
+  pack
+  local sets=("$stage"/prompts/*.jsonl) jobs=() set tree
+  for set in "${sets[@]}"; do jobs+=("$set auto"); done
+  for set in "${sets[@]}"; do jobs+=("$set quadratic:4"); done
+  for set in "${sets[@]}"; do [[ $set == *math* ]] && jobs+=("$set quadratic:1" "$set quadratic:2"); done
+  for job in "${jobs[@]}"; do
+    set="${job% *}"; tree="${job##* }"
+    local left=$(( budget - (SECONDS - t0) ))
+    if [ "$left" -lt 30 ]; then log "skipped $(basename "$set") $tree: run budget spent"; continue; fi
+    log "bench $(basename "$set") $tree (${left} s left)"
+    timeout "$(( left < 150 ? left : 150 ))" python3 -m mtpchat bench "$m" --prompts "$set" -ngl "$ngl" --tree "$tree" \
+      -n "${BENCH_TOKENS:-128}" --repeats 2 --json > "$res/bench-$(basename "$set" .jsonl)-${tree/:/}.json" 2>> "$out/log.txt" \
+      || log "bench $(basename "$set") $tree: exit $?"
+    pack
   done
-  python3 - "$out" > "$out/summary.json" <<'PY'
+  python3 - "$res" > "$out/summary.json" <<'PY'
 import json, pathlib, sys
 o = pathlib.Path(sys.argv[1])
-s = {"std_exports": (o / "std_exports.txt").read_text().split()}
-for f in ("gate.json",):
-    try: s["gate"] = json.loads((o / f).read_text())
-    except Exception as e: s["gate"] = repr(e)
-try: s["llama_bench"] = [json.loads(l) for l in (o / "llama-bench.jsonl").read_text().splitlines() if l.strip()]
-except Exception as e: s["llama_bench"] = repr(e)
+def read(name, parse):
+    try: return parse((o / name).read_text())
+    except Exception as e: return repr(e)
+s = {"gpu": read("gpu.txt", str.strip), "std_exports": read("std_exports.txt", str.split),
+     "gate": read("gate.json", json.loads), "batch_shape": read("batch_shape.json", json.loads),
+     "llama_bench": read("llama-bench.jsonl", lambda t: [
+         {k: d.get(k) for k in ("n_prompt", "n_gen", "avg_ts", "avg_ns")} for d in map(json.loads, t.splitlines()) if d])}
 for f in sorted(o.glob("bench-*.json")):
-    try: d = json.loads(f.read_text()); s[f.stem] = {"aggregate": d["aggregate"], "calibration": d["calibration"], "measured_tok_s": d["measured_tok_s"]}
-    except Exception as e: s[f.stem] = repr(e)
+    def keep(t):
+        d = json.loads(t)
+        return {"aggregate": d["aggregate"], "step": d["step"], "calibration": d["calibration"],
+                "measured_tok_s": d["measured_tok_s"],
+                "divergences": [(p["id"], p.get("first_divergence"), p.get("top2_gap")) for p in d["prompts"] if not p["identical"]]}
+    s[f.stem] = read(f.name, keep)
 print(json.dumps(s, indent=1))
 PY
-  log "done"
+  pack
+  log "done in $(( SECONDS - t0 )) s"
 }
 
 case "${1:-}" in

@@ -108,21 +108,19 @@ pack() {  # every raw output so far, in one file (a call returns at most 8)
   tar -czf "$out/results.tgz.part" -C "$res" . && mv "$out/results.tgz.part" "$out/results.tgz"
 }
 
-run() {
-  local t0=$SECONDS budget="${RUN_BUDGET_S:-420}"
+env_up() {  # the model joined and checked, the wheels installed, the environment set
   stash
-  cat "$stage"/model.part.* | xz -d -c > "$stage/model.gguf" || { log "model join failed (a part missing?)"; exit 1; }
-  [ "$(sha256sum "$stage/model.gguf" | cut -c1-64)" = "$(cat "$stage/model.sha256")" ] || { log "model hash differs"; exit 1; }
-  python3 -m pip install -q --no-index --no-deps --target "$stage/site" "$stage"/whl/*.whl >> "$out/log.txt" 2>&1 || { log "pip failed"; exit 1; }
-  local b="$work/build/bin"
+  if [ ! -s "$stage/model.gguf" ]; then
+    cat "$stage"/model.part.* | xz -d -c > "$stage/model.gguf" || { log "model join failed (a part missing?)"; exit 1; }
+    [ "$(sha256sum "$stage/model.gguf" | cut -c1-64)" = "$(cat "$stage/model.sha256")" ] || { log "model hash differs"; rm -f "$stage/model.gguf"; exit 1; }
+  fi
+  python3 -m pip install -q --no-index --no-deps --upgrade --target "$stage/site" "$stage"/whl/*.whl >> "$out/log.txt" 2>&1 || { log "pip failed"; exit 1; }
+  b="$work/build/bin"; m="$stage/model.gguf"; ngl="${NGL:--1}"
   export LLAMA_CPP_LIB_PATH="$b" LD_LIBRARY_PATH="$b" MTPCHAT_CACHE="$stage/cache" PYTHONUNBUFFERED=1 \
     PYTHONPATH="$root:$stage/site${PYTHONPATH:+:$PYTHONPATH}"
-  local m="$stage/model.gguf" ngl="${NGL:--1}"
-  # symbols of the C++ standard library itself (functions taking std:: arguments are llama's own)
-  nm -D --defined-only -C "$b"/lib{llama,ggml,ggml-base,ggml-cpu,ggml-cuda}.so 2>/dev/null \
-    | grep -cE '^[0-9a-f]+ [A-Za-z] (std::|__gnu_cxx::)|for (std::|__gnu_cxx::)' > "$res/std_exports.txt"
-  nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv > "$res/gpu.txt" 2>&1
-  log "gating"
+}
+
+gate() {  # ordinary rows with and without the adapter, the same batch (mask tokens in both)
   timeout 120 python3 - "$m" "$ngl" > "$res/gate.json" 2>> "$out/log.txt" <<'PY'
 import json, sys
 import numpy as np
@@ -131,16 +129,29 @@ path, ngl = sys.argv[1], int(sys.argv[2])
 info = F.read_mtp_info(F.open_gguf(path))
 model = B.Model(path, n_gpu_layers=ngl)
 ids = model.tokenize("The quick brown fox jumps over the lazy dog because it wants to.")
+toks = ids + info.mask_ids
 res = {}
 for adapter in (None, B.Adapter(model)):
     ctx = B.Context(model, n_ctx=512, n_seq_max=2)
     ctx.set_adapter(adapter)
-    toks = ids + (info.mask_ids if adapter else [])
     n = ctx.decode(toks, list(range(len(toks))), outputs=[1] * len(toks))
-    res[adapter is not None] = np.array(ctx.logits(n)[:len(ids)])
+    res[adapter is not None] = np.array(ctx.logits(n))
     ctx.close()
-print(json.dumps({"max_abs_diff_ordinary_rows": float(np.abs(res[True] - res[False]).max())}))
+k = len(ids)
+print(json.dumps({"max_abs_diff_ordinary_rows": float(np.abs(res[True][:k] - res[False][:k]).max()),
+                  "max_abs_diff_mask_rows": float(np.abs(res[True][k:] - res[False][k:]).max())}))
 PY
+}
+
+run() {
+  local t0=$SECONDS budget="${RUN_BUDGET_S:-420}" b m ngl
+  env_up
+  # symbols of the C++ standard library itself (functions taking std:: arguments are llama's own)
+  nm -D --defined-only -C "$b"/lib{llama,ggml,ggml-base,ggml-cpu,ggml-cuda}.so 2>/dev/null \
+    | grep -cE '^[0-9a-f]+ [A-Za-z] (std::|__gnu_cxx::)|for (std::|__gnu_cxx::)' > "$res/std_exports.txt"
+  nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv > "$res/gpu.txt" 2>&1
+  log "gating"
+  gate
   log "batch-shape probe"
   timeout 90 python3 "$here/batch_shape_probe.py" "$m" --ngl "$ngl" > "$res/batch_shape.json" 2>> "$out/log.txt"
   pack
@@ -185,10 +196,37 @@ PY
   log "done in $(( SECONDS - t0 )) s"
 }
 
+diagnose() {  # where the time of a pass goes, and which setting moves the logits by batch shape
+  local t0=$SECONDS b m ngl
+  env_up
+  log "gating"; gate
+  log "pass profile"
+  timeout 90 python3 "$here/pass_profile.py" "$m" --ngl "$ngl" > "$res/pass_profile.json" 2>> "$out/log.txt"
+  GGML_CUDA_DISABLE_GRAPHS=1 timeout 90 python3 "$here/pass_profile.py" "$m" --ngl "$ngl" > "$res/pass_profile_nographs.json" 2>> "$out/log.txt"
+  pack
+  log "batch-shape probes"
+  for v in GGML_CUDA_DISABLE_GRAPHS GGML_CUDA_DISABLE_FUSION; do
+    env "$v=1" timeout 60 python3 "$here/batch_shape_probe.py" "$m" --ngl "$ngl" > "$res/batch_shape_$v.json" 2>> "$out/log.txt"
+  done
+  timeout 60 python3 "$here/batch_shape_probe.py" "$m" --ngl 0 > "$res/batch_shape_cpu.json" 2>> "$out/log.txt"
+  pack
+  local set; set="$(ls "$stage"/prompts/*math*.jsonl | head -1)"
+  for job in "quadratic:1 1" "quadratic:1 16" "quadratic:4 1" "quadratic:4 16"; do
+    local tree="${job% *}" t="${job##* }"
+    [ $(( SECONDS - t0 )) -lt "${RUN_BUDGET_S:-240}" ] || { log "skipped $job: budget spent"; continue; }
+    log "bench math $tree -t $t"
+    timeout 60 python3 -m mtpchat bench "$m" --prompts "$set" -ngl "$ngl" --tree "$tree" --threads "$t" -n 64 --repeats 1 --json \
+      > "$res/bench-math-${tree/:/}-t$t.json" 2>> "$out/log.txt" || log "bench $job: exit $?"
+    pack
+  done
+  log "done in $(( SECONDS - t0 )) s"
+}
+
 case "${1:-}" in
   prepare) prepare ;;
   build) build ;;
   stash) stash ;;
   run) run ;;
-  *) echo "usage: native/device_check.sh prepare|build|stash|run" >&2; exit 2 ;;
+  diagnose) diagnose ;;
+  *) echo "usage: native/device_check.sh prepare|build|stash|run|diagnose" >&2; exit 2 ;;
 esac

@@ -12,6 +12,10 @@
 #                                    export everything, then the same libraries relinked with
 #                                    native/exports.map for mtpchat, as setup.sh links them
 #   native/device_check.sh stash     carrying a middle part: keeps it for the run
+#   native/device_check.sh diagnose  instead of run: pass costs by size and shape, with and without
+#                                    CUDA graphs; batch-shape probes by setting; native step by threads
+#   native/device_check.sh light     here, before prepare and the calls: the checkpoint and targets
+#                                    stop travelling (two calls instead of four); unlight after
 #   native/device_check.sh run       carrying the last part: the gating check, the batch-shape
 #                                    probe, llama-bench, then bench on every prompt set (auto, then
 #                                    quadratic:4, then quadratic:1 on math) while time is left
@@ -102,6 +106,23 @@ build() {
     || { log "relink failed"; tail -30 "$out/build.txt"; exit 1; }
   grep -c "Building CUDA object\|Building CXX object\|Building C object" "$out/build.txt" | sed 's/^/objects compiled (both passes): /' | tee -a "$out/log.txt"
   log "built: $(ls "$b/bin" | tr '\n' ' ')"
+}
+
+# The checkpoint and the training targets (27 MB) need not travel to the GPU machine; untracked
+# and excluded in this checkout (the files stay on disk) they leave room for the model in two
+# calls. `unlight` tracks them again; nothing is committed either way.
+heavy=(train/checkpoints/smollm2-135m-k4/adapter_model.safetensors train/checkpoints/smollm2-135m-k4/sampler.safetensors
+       train/targets/smollm2-135m-instruct-q4_1.n256.jsonl)
+light() {
+  local ex; ex="$(git -C "$root" rev-parse --git-path info/exclude)"; mkdir -p "$(dirname "$root/$ex")"
+  for f in "${heavy[@]}"; do grep -qxF "/$f" "$root/$ex" 2>/dev/null || echo "/$f" >> "$root/$ex"; done
+  git -C "$root" rm -q --cached -- "${heavy[@]}" && git -C "$root" status --short
+}
+unlight() {
+  local ex; ex="$(git -C "$root" rev-parse --git-path info/exclude)"
+  git -C "$root" reset -q -- "${heavy[@]}"
+  for f in "${heavy[@]}"; do [ -f "$root/$ex" ] && grep -vxF "/$f" "$root/$ex" > "$root/$ex.tmp"; mv "$root/$ex.tmp" "$root/$ex" 2>/dev/null; done
+  git -C "$root" status --short
 }
 
 pack() {  # every raw output so far, in one file (a call returns at most 8)
@@ -228,5 +249,7 @@ case "${1:-}" in
   stash) stash ;;
   run) run ;;
   diagnose) diagnose ;;
-  *) echo "usage: native/device_check.sh prepare|build|stash|run|diagnose" >&2; exit 2 ;;
+  light) light ;;
+  unlight) unlight ;;
+  *) echo "usage: native/device_check.sh prepare|build|stash|run|diagnose|light|unlight" >&2; exit 2 ;;
 esac

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from mtpchat import binding as B
 from mtpchat import format as F
 
 from .checkpoint import ConvertError, build_parts, base_facts, check_against_base, check_files, load_checkpoint
@@ -144,7 +143,11 @@ def convert(src: str, base: str | None = None, out: str | Path | None = None, *,
             steps.start(f"converting the base with llama.cpp's convert_hf_to_gguf ({outtype})")
             base_gguf = convert_hf(base_path, Path(work) / "base.gguf", outtype, Path(work))
         elif outtype != "keep":
-            # re-encoded by llama.cpp's own quantiser; Q4_1 blocks into Q8_0 lose almost nothing
+            # re-encoded by llama.cpp's own quantiser; Q4_1 blocks into Q8_0 lose almost nothing.
+            # Imported here: the CLI registers this command without loading llama.cpp (a training
+            # machine may have torch and no llama.cpp build)
+            from mtpchat import binding as B
+
             steps.start(f"re-encoding the base as {outtype.upper()} with llama.cpp's quantiser")
             base_gguf = Path(work) / "base.gguf"
             try:

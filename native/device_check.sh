@@ -28,11 +28,12 @@ here="$(cd "$(dirname "$0")" && pwd)"; root="$(dirname "$here")"
 stage="${STAGE:-/tmp/mtpchat-device}"; work="$stage/w"; res="$stage/res"; out="${OUT:-$stage/out}"
 mkdir -p "$stage" "$out" "$res"
 log() { echo "[$(date +%T)] $*" | tee -a "$out/log.txt" >&2; }
+. "$here/device_parts.sh"
 
 prepare() {
   local cache="${MTPCHAT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mtpchat}" py="${PYTHON:-$root/.venv/bin/python}"
   local c1="$root/.dev/c1" t; t="$(mktemp -d)"
-  rm -rf "$root/.dev" && mkdir -p "$c1/whl" "$c1/prompts"
+  rm -rf "$root"/.dev/c* && mkdir -p "$c1/whl" "$c1/prompts"
   local tree; tree="$("$py" "$here/build.py" --source "$t/src")" || exit 1
   # only what a CUDA or CPU build configures: 9.2 MB compressed with everything, 5.7 without
   (cd "$tree" && rm -rf docs models tests benches tools/ui examples/*/assets app conversion gguf-py pocs \
@@ -62,25 +63,13 @@ PY
   cp "$root"/../shared/prompts/*.jsonl "$c1/prompts/" 2>/dev/null || cp "${PROMPTS:?set PROMPTS to the prompt sets}"/*.jsonl "$c1/prompts/"
   local model; model="$("$py" -m mtpchat.models)" || exit 1
   sha256sum "$model" | cut -c1-64 > "$c1/model.sha256"
-  # a call carries 64 MiB in all: what travels anyway (tracked files and untracked ones git does
-  # not ignore), then 1 MiB of slack; part 1 shares its call with the rest of c1
-  local travels; travels=$(cd "$root" && git ls-files -z -co --exclude-standard | xargs -0 -r du -cb 2>/dev/null | tail -1 | cut -f1)
-  local budget=$(( 64 * 1024 * 1024 - travels - 1024 * 1024 ))
-  local first=$(( budget - $(du -sb "$c1" | cut -f1) ))
-  xz -T2 -6 -c "$model" > "$t/model.xz"
-  head -c "$first" "$t/model.xz" > "$c1/model.part.00"
-  tail -c +"$(( first + 1 ))" "$t/model.xz" | split -b "$budget" -d -a 2 - "$t/model.part.x"
-  local i=2
-  for f in "$t"/model.part.x*; do
-    [ -s "$f" ] || continue
-    mkdir -p "$root/.dev/c$i" && mv "$f" "$root/.dev/c$i/model.part.$(printf %02d $(( i - 1 )))"; i=$(( i + 1 ))
-  done
-  rm -rf "$t"; du -sh "$root"/.dev/c*
-  echo "travels beside each part: $(( travels / 1024 )) KiB; calls: build carrying .dev/c1, stash carrying each middle one, run carrying .dev/c$(( i - 1 ))"
+  rm -rf "$t"
+  spread "$model" model "$root/.dev/c" || exit 1
+  echo "calls: build carrying .dev/c1, stash carrying each middle one, run (or diagnose) carrying the last"
 }
 
 stash() {
-  for d in "$root"/.dev/c*; do [ -d "$d" ] && cp -r "$d"/* "$stage/"; done
+  stash_parts "$root/.dev/c" "$stage"
 }
 
 build() {

@@ -98,10 +98,6 @@ def generate_gguf(gguf: str | Path, prompts: list[dict], cache: str | Path, *, m
     """Greedy answers of the base GGUF for every prompt not yet in `cache`; returns all examples.
     Prompts are formatted exactly as `mtpchat run` formats them (mtpchat.chat.ChatFormat).
     Raises OutOfTime at `deadline` (a time.perf_counter()), with the finished answers cached."""
-    from mtpchat.chat import ChatFormat, ChatTemplateError
-    from mtpchat.engine import Engine
-    from mtpchat.sampling import GREEDY
-
     cache = Path(cache)
     done = read_cache(cache)
     # a line cut by an interruption: rewrite the file without it
@@ -113,6 +109,12 @@ def generate_gguf(gguf: str | Path, prompts: list[dict], cache: str | Path, *, m
         on_item(len(prompts) - len(todo), len(prompts))
     if not todo:
         return [d for d in done if d["id"] in {p["id"] for p in prompts}]
+    # llama.cpp only when there is something to generate: a burst on a machine without a
+    # llama.cpp build trains from committed targets
+    from mtpchat.chat import ChatFormat, ChatTemplateError
+    from mtpchat.engine import Engine
+    from mtpchat.sampling import GREEDY
+
     eng = Engine(gguf, mtp=False, n_ctx=n_ctx, n_threads=n_threads)
     try:
         if not eng.model.chat_template():

@@ -1,0 +1,35 @@
+# Sourced by native/device_check.sh and train/device_burst.sh: a file too large for one call to
+# the lent GPU machine travels xz-compressed in parts, one part a call. A call carries 64 MiB in
+# all, and what git would copy anyway (tracked files, untracked ones it does not ignore) travels
+# in every call, so each part gets what is left of the 64 MiB, less 1 MiB of slack.
+
+travel_budget() {  # travel_budget ROOT: bytes a call may carry beside the working tree
+  local travels
+  travels=$(cd "$1" && git ls-files -z -co --exclude-standard | xargs -0 -r du -cb 2>/dev/null | tail -1 | cut -f1)
+  echo $(( 64 * 1024 * 1024 - travels - 1024 * 1024 ))
+}
+
+spread() {  # spread SRC NAME DIR: SRC compressed into DIR1/NAME.part.00 (beside what DIR1 holds
+            # already), DIR2/NAME.part.01, ...; DIR is a path prefix such as ROOT/.dev/c
+  local src="$1" name="$2" dir="$3" root t budget first i=1 f
+  root="$(cd "$(dirname "$dir")/.." && pwd)"
+  budget="$(travel_budget "$root")"
+  first=$(( budget - $(du -sb "${dir}1" | cut -f1) ))
+  [ "$first" -gt 0 ] || { echo "${dir}1 alone is over a call's budget" >&2; return 1; }
+  t="$(mktemp -d)"
+  xz -T2 -6 -c "$src" > "$t/x.xz" || { rm -rf "$t"; return 1; }
+  head -c "$first" "$t/x.xz" > "${dir}1/$name.part.00"
+  tail -c +"$(( first + 1 ))" "$t/x.xz" | split -b "$budget" -d -a 2 - "$t/p."
+  for f in "$t"/p.*; do
+    [ -s "$f" ] || continue
+    i=$(( i + 1 )); mkdir -p "$dir$i" && mv "$f" "$dir$i/$name.part.$(printf %02d $(( i - 1 )))"
+  done
+  rm -rf "$t"
+  du -sh "$dir"*
+  echo "$i calls; beside the working tree each carries at most $(( budget >> 10 )) KiB"
+}
+
+stash_parts() {  # stash_parts DIR STAGE: whatever of DIR1, DIR2, ... this call carried, into STAGE
+  local d
+  for d in "$1"*; do [ -d "$d" ] && cp -r "$d"/* "$2/"; done
+}

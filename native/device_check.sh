@@ -12,16 +12,16 @@
 #                                    export everything, then the same libraries relinked with
 #                                    native/exports.map for mtpchat, as setup.sh links them
 #   native/device_check.sh stash     carrying a middle part: keeps it for the run
+#   native/device_check.sh run       carrying the last part: the gating check, the batch-shape
+#                                    probe, llama-bench, then bench on every prompt set (auto, then
+#                                    quadratic:4, then quadratic:1 and :2 on math) while time is left
+#                                    (RUN_BUDGET_S, default 420). $OUT gets summary.json, log.txt
+#                                    and results.tgz (every raw output, repacked after each step:
+#                                    a call returns at most 8 files)
 #   native/device_check.sh diagnose  instead of run: pass costs by size and shape, with and without
 #                                    CUDA graphs; batch-shape probes by setting; native step by threads
 #   native/device_check.sh light     here, before prepare and the calls: the checkpoint and targets
 #                                    stop travelling (two calls instead of four); unlight after
-#   native/device_check.sh run       carrying the last part: the gating check, the batch-shape
-#                                    probe, llama-bench, then bench on every prompt set (auto, then
-#                                    quadratic:4, then quadratic:1 on math) while time is left
-#                                    (RUN_BUDGET_S, default 420). $OUT gets summary.json, log.txt
-#                                    and results.tgz (every raw output, repacked after each step:
-#                                    a call returns at most 8 files)
 # mtpchat itself runs from the carried working tree (PYTHONPATH), not from a wheel.
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"; root="$(dirname "$here")"

@@ -62,7 +62,6 @@ PY
     -d "$c1/whl" gguf prompt_toolkit wcwidth diskcache || exit 1
   cp "$root"/../shared/prompts/*.jsonl "$c1/prompts/" 2>/dev/null || cp "${PROMPTS:?set PROMPTS to the prompt sets}"/*.jsonl "$c1/prompts/"
   local model; model="$("$py" -m mtpchat.models)" || exit 1
-  sha256sum "$model" | cut -c1-64 > "$c1/model.sha256"
   rm -rf "$t"
   spread "$model" model "$root/.dev/c" || exit 1
   echo "calls: build carrying .dev/c1, stash carrying each middle one, run (or diagnose) carrying the last"
@@ -73,6 +72,10 @@ stash() {
 }
 
 build() {
+  # a machine still warm from an earlier check keeps its stage: nothing of that one may mix in
+  # (two llama-cpp-python wheels stop pip, an old model part corrupts the join)
+  rm -rf "$stage"/whl "$stage"/prompts "$stage"/model.* "$stage"/site "$res"
+  mkdir -p "$res"
   stash
   [ -d /usr/local/cuda/bin ] && export PATH=/usr/local/cuda/bin:$PATH
   rm -rf "$work" && mkdir -p "$work" && tar -xzf "$stage/llama.cpp.tgz" -C "$work"
@@ -110,7 +113,9 @@ light() {
 unlight() {
   local ex; ex="$(git -C "$root" rev-parse --git-path info/exclude)"
   git -C "$root" reset -q -- "${heavy[@]}"
-  for f in "${heavy[@]}"; do [ -f "$root/$ex" ] && grep -vxF "/$f" "$root/$ex" > "$root/$ex.tmp"; mv "$root/$ex.tmp" "$root/$ex" 2>/dev/null; done
+  if [ -f "$root/$ex" ]; then
+    grep -vxF "${heavy[@]/#/-e/}" "$root/$ex" > "$root/$ex.tmp"; mv "$root/$ex.tmp" "$root/$ex"
+  fi
   git -C "$root" status --short
 }
 
@@ -120,10 +125,8 @@ pack() {  # every raw output so far, in one file (a call returns at most 8)
 
 env_up() {  # the model joined and checked, the wheels installed, the environment set
   stash
-  if [ ! -s "$stage/model.gguf" ]; then
-    cat "$stage"/model.part.* | xz -d -c > "$stage/model.gguf" || { log "model join failed (a part missing?)"; exit 1; }
-    [ "$(sha256sum "$stage/model.gguf" | cut -c1-64)" = "$(cat "$stage/model.sha256")" ] || { log "model hash differs"; rm -f "$stage/model.gguf"; exit 1; }
-  fi
+  [ -s "$stage/model.gguf" ] || join_parts "$stage" model "$stage/model.gguf" 2>&1 | tee -a "$out/log.txt" >&2
+  [ -s "$stage/model.gguf" ] || exit 1
   python3 -m pip install -q --no-index --no-deps --upgrade --target "$stage/site" "$stage"/whl/*.whl >> "$out/log.txt" 2>&1 || { log "pip failed"; exit 1; }
   b="$work/build/bin"; m="$stage/model.gguf"; ngl="${NGL:--1}"
   export LLAMA_CPP_LIB_PATH="$b" LD_LIBRARY_PATH="$b" MTPCHAT_CACHE="$stage/cache" PYTHONUNBUFFERED=1 \

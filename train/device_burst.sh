@@ -8,7 +8,7 @@
 #   train/device_burst.sh stash      on the GPU machine, carrying each part but the last
 #   train/device_burst.sh run        carrying the last part: mtpchat installed from the working
 #                                    tree, `mtpchat train --device cuda` for BURST_MINUTES (default
-#                                    7) from --init train/checkpoints/smollm2-135m-k4 on the
+#                                    8) from --init train/checkpoints/smollm2-135m-k4 on the
 #                                    committed targets; $OUT gets log.txt and checkpoint.tgz.NN
 #                                    (the checkpoint without its optimizer state, in 15 MiB parts)
 #   train/device_burst.sh collect DIR OUT   here: OUT becomes the checkpoint from DIR's parts
@@ -39,7 +39,7 @@ stash() {
 }
 
 run() {
-  local t0=$SECONDS minutes="${BURST_MINUTES:-7}"
+  local t0=$SECONDS minutes="${BURST_MINUTES:-8}"
   stash
   local base; base="$stage/$(cat "$stage/base.name")"
   join_parts "$stage" base "$base" 2>&1 | tee -a "$out/log.txt" >&2
@@ -52,13 +52,14 @@ run() {
   python3 -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__, "cuda", torch.cuda.is_available())' 2>&1 | tee -a "$out/log.txt"
   rm -rf "$stage/burst"
   log "training for at most $minutes min"
-  # one pass of the training split is ~397k answer tokens; with 64 anchors a sequence and ~9
-  # sequences a step, 1500 steps are ~6 passes (runs 2-9 on the CPU did one each)
+  # the H200 ran ~140 steps a minute once warm (burst 1: 1000 steps in 8 min with load and
+  # evaluations), so 1000 steps let the cosine schedule end with the time instead of being cut
+  # at two thirds; one pass of the training split is ~400k answer tokens, ~9 sequences a step
   # shellcheck disable=SC2086
   # from the stage: run from the checkout, `-m mtpchat` would import its mtpchat/ folder, which
   # holds neither train/ nor convert/ (the installed package maps them in)
   (cd "$stage" && python3 -m mtpchat train "$base" --out "$stage/burst" --init "$root/$ckpt" --data "$root/$targets" \
-    -k 4 --rank 16 --alpha 32 --lr 2e-4 --warmup 50 --steps 1500 --batch-tokens 2048 --anchors 64 \
+    -k 4 --rank 16 --alpha 32 --lr 2e-4 --warmup 50 --steps 1000 --batch-tokens 2048 --anchors 64 \
     --save-every 100 --eval-every 250 --eval-seqs 116 --sampler-lr-scale 5 --device auto --dtype auto \
     --max-minutes "$minutes" ${BURST_ARGS:-}) 2>&1 | grep -v "━" | tee -a "$out/log.txt"
   [ -f "$stage/burst/mtp_config.json" ] || { log "no checkpoint was written"; exit 1; }

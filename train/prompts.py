@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 
+from .prompts_chat import chat_prompts
 from .prompts_more import more_prompts
 
 CODE_TASKS = [
@@ -318,6 +319,13 @@ def builtin_prompts(seed: int = 0) -> list[dict]:
         items[:] = [x for x in dict.fromkeys(items) if x not in first]
         r.shuffle(items)
     _interleave(out, more, "2")
+    # the third set (prompts_chat.py, everyday chat) likewise follows the second
+    third = chat_prompts()
+    seen = {p["prompt"] for p in out}
+    for items in third.values():
+        items[:] = [x for x in dict.fromkeys(items) if x not in seen]
+        r.shuffle(items)
+    _interleave(out, third, "3")
     return out
 
 

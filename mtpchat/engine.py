@@ -29,7 +29,10 @@ from .textstream import TextStream
 
 __all__ = ["Engine", "Stats", "Token", "parse_tree"]
 
-DRAFT_HEADS = {"sampler": 8, "plain": 1}   # shortlist the sampler head scores (1: no rescoring)
+# The shortlist of mask-logit candidates the sampler head rescores (1: no rescoring). 32 drafts
+# what 64 does on every dev prompt (the head as trained, on the whole vocabulary, within
+# measurement) and 0.02-0.06 tokens/step more than 8, for ~0.02 ms of host per quadratic:1 step.
+DRAFT_HEADS = {"sampler": 32, "plain": 1}
 
 
 @dataclass

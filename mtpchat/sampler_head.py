@@ -33,7 +33,7 @@ def _silu(x):
 
 
 class SamplerHead:
-    def __init__(self, g, info: F.MtpInfo, *, shortlist: int = 8):
+    def __init__(self, g, info: F.MtpInfo, *, shortlist: int = 32):
         self.g = g
         self.s = {**info.sampler, **{n: q8_0_round(info.sampler[n]) for n in ("fc1.weight", "fc2.weight")}}
         self.eps = info.sampler_eps

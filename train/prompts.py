@@ -311,21 +311,14 @@ def builtin_prompts(seed: int = 0) -> list[dict]:
         items[:] = list(dict.fromkeys(items))  # a few template fills coincide
         r.shuffle(items)
     _interleave(out, groups, "")
-    # the second set (prompts_more.py) follows the first, with ids of its own, so the first
-    # set's ids and cached answers stay as they were
-    more = more_prompts()
-    first = {p["prompt"] for p in out}
-    for items in more.values():
-        items[:] = [x for x in dict.fromkeys(items) if x not in first]
-        r.shuffle(items)
-    _interleave(out, more, "2")
-    # the third set (prompts_chat.py, everyday chat) likewise follows the second
-    third = chat_prompts()
-    seen = {p["prompt"] for p in out}
-    for items in third.values():
-        items[:] = [x for x in dict.fromkeys(items) if x not in seen]
-        r.shuffle(items)
-    _interleave(out, third, "3")
+    # later sets follow with ids of their own, so that earlier ids and cached answers stay valid:
+    # the second (prompts_more.py), then the third (prompts_chat.py, everyday chat)
+    for suffix, later in (("2", more_prompts()), ("3", chat_prompts())):
+        seen = {p["prompt"] for p in out}
+        for items in later.values():
+            items[:] = [x for x in dict.fromkeys(items) if x not in seen]
+            r.shuffle(items)
+        _interleave(out, later, suffix)
     return out
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import random
 
+from .prompts_more import _take
+
 QUESTIONS = [
     "Why does bread go stale?", "Why do onions make people cry?", "How long can cooked rice stay in the fridge?",
     "Why is the sky red at sunset?", "Why do cats purr?", "How do bees make honey?",
@@ -113,10 +115,6 @@ LIST_ASKS = [
     "common mistakes new gardeners make",
 ]
 LIST_FORMS = ["List some {x}.", "Give me a few {x}, one per line."]
-
-
-def _take(r: random.Random, xs: list, k: int) -> list:
-    return r.sample(xs, min(k, len(xs)))
 
 
 def chat_prompts(seed: int = 3) -> dict[str, list[str]]:

@@ -21,7 +21,7 @@ from . import format as F
 from . import policy as P
 from .drafts import LOOKUP_MAX, LookupDrafts, MtpDrafts
 from .planner import Planner, parse_tree
-from .sampler_head import SamplerHead
+from .sampler_head import SHORTLIST, SamplerHead
 from .sampling import GREEDY, SamplingParams
 from .stats import Stats
 from .step import Stepper
@@ -29,10 +29,7 @@ from .textstream import TextStream
 
 __all__ = ["Engine", "Stats", "Token", "parse_tree"]
 
-# The shortlist of mask-logit candidates the sampler head rescores (1: no rescoring). 32 drafts
-# what 64 does on every dev prompt (the head as trained, on the whole vocabulary, within
-# measurement) and 0.02-0.06 tokens/step more than 8, for ~0.02 ms of host per quadratic:1 step.
-DRAFT_HEADS = {"sampler": 32, "plain": 1}
+DRAFT_HEADS = {"sampler": SHORTLIST, "plain": 1}   # shortlist the sampler head scores (1: no rescoring)
 
 
 @dataclass

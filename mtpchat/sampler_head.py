@@ -32,8 +32,14 @@ def _silu(x):
     return x / (1.0 + np.exp(-x))
 
 
+# Mask-logit candidates the head rescores. 32 drafts what 64 does on every dev prompt (the head
+# as trained, on the whole vocabulary, within measurement) and 0.02-0.06 tokens/step more than 8,
+# for ~0.02 ms of host per quadratic:1 step.
+SHORTLIST = 32
+
+
 class SamplerHead:
-    def __init__(self, g, info: F.MtpInfo, *, shortlist: int = 32):
+    def __init__(self, g, info: F.MtpInfo, *, shortlist: int = SHORTLIST):
         self.g = g
         self.s = {**info.sampler, **{n: q8_0_round(info.sampler[n]) for n in ("fc1.weight", "fc2.weight")}}
         self.eps = info.sampler_eps

@@ -191,7 +191,9 @@ def load_checkpoint(folder: str | Path) -> Checkpoint:
 
 # -- tensor files -------------------------------------------------------------------------------
 
-def _read(folder: Path, name: str) -> dict[str, np.ndarray]:
+def read_tensors(folder: Path, name: str) -> dict[str, np.ndarray]:
+    """The tensors of one of the folder's safetensors files, with the user-facing errors of a missing,
+    pickled or unreadable file."""
     path = folder / name
     if not path.is_file():
         stem = name.removesuffix(".safetensors")
@@ -218,7 +220,7 @@ def check_files(folder: Path) -> None:
     for name in (ADAPTER, SAMPLER, MASKS):
         path = folder / name
         if not path.is_file():
-            _read(folder, name)  # raises the right message
+            read_tensors(folder, name)  # raises the right message
         try:
             read_header(path)
         except TensorFileError as e:
@@ -273,7 +275,7 @@ def build_parts(ck: Checkpoint, base: dict) -> MtpParts:
     check_against_base(ck, base)
     d, k, r = ck.hidden_size, ck.n_masks, ck.rank
 
-    masks = _read(ck.folder, MASKS)
+    masks = read_tensors(ck.folder, MASKS)
     emb = masks.pop("mask_embeddings", None)
     _require(emb is not None, f"{MASKS} has no tensor 'mask_embeddings'")
     _require(emb.shape == (k, d), f"shape mismatch: mask_embeddings is {emb.shape}, expected ({k}, {d})")
@@ -284,7 +286,7 @@ def build_parts(ck: Checkpoint, base: dict) -> MtpParts:
     if out is not None:
         _finite("mask_output", out)
 
-    sampler = _read(ck.folder, SAMPLER)
+    sampler = read_tensors(ck.folder, SAMPLER)
     for name, want in F.sampler_shapes(d).items():
         _require(name in sampler, f"{SAMPLER} has no tensor '{name}'")
         _require(sampler[name].shape == want, f"shape mismatch: sampler {name} is {sampler[name].shape}, expected {want}")
@@ -293,7 +295,7 @@ def build_parts(ck: Checkpoint, base: dict) -> MtpParts:
     for name in F.SAMPLER_TENSORS:
         _finite(f"sampler {name}", sampler[name])
 
-    raw = _read(ck.folder, ADAPTER)
+    raw = read_tensors(ck.folder, ADAPTER)
     pairs: dict[str, dict[str, np.ndarray]] = {}
     for name, a in raw.items():
         m = PEFT_NAME.search(name)

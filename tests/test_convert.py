@@ -530,3 +530,43 @@ def test_signal_during_convert_leaves_nothing_behind(tmp_path, smol_path, sig):
     assert "Traceback" not in stderr and len([l for l in stderr.splitlines() if l.strip()]) == 1, stderr
     assert "no output written" in stderr
     assert list(out_dir.iterdir()) == [], list(out_dir.iterdir())
+
+
+def test_averaged_checkpoint_is_the_weighted_mean_and_converts(tmp_path, tiny_base):
+    """`python -m mtpchat.train.average` (torch-free): every tensor is the weighted mean, the result
+    converts to a working MTP file, and bad input is one error line with nothing written."""
+    import subprocess
+    import sys
+
+    pa = make_checkpoint(tmp_path / "a", tiny_base, seed=1)
+    pb = make_checkpoint(tmp_path / "b", tiny_base, seed=2)
+
+    def avg(*args):
+        return subprocess.run([sys.executable, "-m", "mtpchat.train.average", *map(str, args)],
+                              capture_output=True, text=True, timeout=120)
+
+    r = avg(tmp_path / "m", tmp_path / "a", tmp_path / "b", "--weights", "1,3")
+    assert r.returncode == 0, r.stderr
+    for name in (C.ADAPTER, C.SAMPLER, C.MASKS):
+        a, b, m = (read_safetensors(tmp_path / d / name) for d in "abm")
+        assert set(m) == set(a)
+        for k in a:
+            assert np.allclose(m[k], 0.25 * a[k] + 0.75 * b[k], atol=1e-6), k
+    cfg = json.loads((tmp_path / "m" / C.CONFIG).read_text())
+    assert [e["weight"] for e in cfg["training"]["averaged"]] == [0.25, 0.75]
+    parts = C.build_parts(C.load_checkpoint(tmp_path / "m"), C.base_facts(F.open_gguf(tiny_base)))
+    assert np.allclose(parts.mask_embd, 0.25 * pa.mask_embd + 0.75 * pb.mask_embd, atol=1e-6)
+    out = tmp_path / "m.gguf"
+    assert cli(tmp_path / "m", "--base", tiny_base, "-o", out).exit_code == 0
+    assert_mtp_file(out, tiny_base, parts, k=3)
+
+    make_checkpoint(tmp_path / "k4", tiny_base, k=4)
+    for args, says in [((tmp_path / "a",), "two checkpoints"),
+                       ((tmp_path / "a", tmp_path / "k4"), "differ"),
+                       ((tmp_path / "a", tmp_path / "b", "--weights", "1,nan"), "positive"),
+                       ((tmp_path / "a", tmp_path / "b", "--weights", "1"), "1 weights for 2"),
+                       ((tmp_path / "a", tmp_path / "missing"), "not a folder")]:
+        r = avg(tmp_path / "bad", *args)
+        assert r.returncode == 1 and says in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+        assert r.stderr.count("\n") == 1 and not (tmp_path / "bad").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folders left

@@ -37,7 +37,7 @@ def model_tensors(model) -> tuple[dict, dict, dict]:
     return adapter, sampler, masks
 
 
-def _swap_in(tmp: Path, out: Path) -> None:
+def swap_in(tmp: Path, out: Path) -> None:
     old = out.parent / f".{out.name}.old-{os.getpid()}"
     if out.exists():
         os.rename(out, old)
@@ -65,7 +65,7 @@ def save_checkpoint(out: str | Path, model, config: dict, *, resume: dict | None
             (tmp / RESUME).mkdir()
             torch.save(resume["optimizer"], tmp / RESUME / "optimizer.pt")
             (tmp / RESUME / "trainer.json").write_text(json.dumps(resume["trainer"], indent=2) + "\n")
-        _swap_in(tmp, out)
+        swap_in(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

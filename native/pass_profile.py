@@ -6,7 +6,8 @@ from llama_decode to its logits being readable; `graph_ms` is the part llama.cpp
 synchronised graph compute (llama_mtp_compute_us), the rest is host work around it (batch
 checks, graph build or reuse, output copies). A last pair of rows reads all 25 outputs against
 only the last one, which prices the copy of logits rows. Run it under GGML_CUDA_DISABLE_GRAPHS=1
-too to see what CUDA graphs are worth at each size. Prints one JSON object.
+too to see what CUDA graphs are worth at each size. `mtp_parts_4` splits the MTP shape's extra
+cost at 4 tokens into hidden states and the adapter (graph ms). Prints one JSON object.
 """
 from __future__ import annotations
 
@@ -66,7 +67,16 @@ def main() -> int:
             toks = filler[HISTORY:HISTORY + n - n_mask] + [masks[j % len(masks)] for j in range(n_mask)]
             out["mtp"][n] = timed_passes(ctx, toks, args.reps)
         ctx.set_embeddings(False)
+        # what the MTP shape's extra cost is made of, at 4 tokens: hidden states alone, the adapter
+        # with no mask token in the batch (its gate skips it), the adapter acting on 2 mask tokens
+        plain4, masked4 = filler[HISTORY:HISTORY + 4], filler[HISTORY:HISTORY + 2] + masks[:2]
+        out["mtp_parts_4"] = {"adapter_on_masks": timed_passes(ctx, masked4, args.reps)["graph_ms"],
+                              "adapter_no_masks": timed_passes(ctx, plain4, args.reps)["graph_ms"]}
         ctx.set_adapter(None)
+        ctx.set_embeddings(True)
+        out["mtp_parts_4"]["hidden_states_only"] = timed_passes(ctx, plain4, args.reps)["graph_ms"]
+        ctx.set_embeddings(False)
+        out["mtp_parts_4"]["plain"] = timed_passes(ctx, plain4, args.reps)["graph_ms"]
     toks = filler[HISTORY:HISTORY + 25]
     out["outputs_25_all"] = timed_passes(ctx, toks, args.reps, all_outputs=True)
     out["outputs_25_last"] = timed_passes(ctx, toks, args.reps, all_outputs=False)

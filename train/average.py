@@ -13,8 +13,6 @@ The output is an ordinary checkpoint folder without resume state (train on from 
 from __future__ import annotations
 
 import math
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +20,7 @@ import numpy as np
 from mtpchat.convert import checkpoint as C
 from mtpchat.convert.tensorfile import write_safetensors
 
-from .checkpoint import swap_in
+from .checkpoint import staged_folder
 
 
 def _weights(spec: str | None, n: int) -> list[float]:
@@ -68,12 +66,7 @@ def average(out: str | Path, folders: list[str | Path], weights: str | None = No
             mean[k] = acc.astype(np.float32)
         means[name] = mean
 
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with staged_folder(out) as tmp:
         for name, tensors in means.items():
             write_safetensors(tmp / name, tensors, metadata={"format": "pt"})
         cfg = dict(cks[0].config)
@@ -81,11 +74,7 @@ def average(out: str | Path, folders: list[str | Path], weights: str | None = No
                                          "steps": (ck.config.get("training") or {}).get("steps")}
                                         for ck, wi in zip(cks, w)]}
         C.write_config(tmp, cfg)
-        swap_in(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return Path(out)
 
 
 def main() -> None:

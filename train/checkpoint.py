@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 from mtpchat.convert import checkpoint as C
@@ -45,17 +46,29 @@ def swap_in(tmp: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def save_checkpoint(out: str | Path, model, config: dict, *, resume: dict | None = None) -> Path:
-    """Write the checkpoint folder atomically; `resume` (optimizer state dict + trainer json) optional."""
-    import torch
-    from safetensors.torch import save_file
-
+@contextmanager
+def staged_folder(out: str | Path):
+    """A temporary folder beside `out` to write into; swapped in as `out` when the block ends
+    normally, removed when it raises, so a reader never sees half a checkpoint."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
+        yield tmp
+        swap_in(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def save_checkpoint(out: str | Path, model, config: dict, *, resume: dict | None = None) -> Path:
+    """Write the checkpoint folder atomically; `resume` (optimizer state dict + trainer json) optional."""
+    import torch
+    from safetensors.torch import save_file
+
+    with staged_folder(out) as tmp:
         adapter, sampler, masks = model_tensors(model)
         save_file(adapter, str(tmp / ADAPTER), metadata={"format": "pt"})
         save_file(sampler, str(tmp / SAMPLER), metadata={"format": "pt"})
@@ -65,11 +78,7 @@ def save_checkpoint(out: str | Path, model, config: dict, *, resume: dict | None
             (tmp / RESUME).mkdir()
             torch.save(resume["optimizer"], tmp / RESUME / "optimizer.pt")
             (tmp / RESUME / "trainer.json").write_text(json.dumps(resume["trainer"], indent=2) + "\n")
-        swap_in(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return Path(out)
 
 
 def recover(out: Path) -> None:

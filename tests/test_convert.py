@@ -569,4 +569,16 @@ def test_averaged_checkpoint_is_the_weighted_mean_and_converts(tmp_path, tiny_ba
         r = avg(tmp_path / "bad", *args)
         assert r.returncode == 1 and says in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
         assert r.stderr.count("\n") == 1 and not (tmp_path / "bad").exists()
+    # an existing output: a checkpoint is replaced only with --force; anything else never
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "keep.txt").write_text("mine")
+    r = avg(tmp_path / "notes", tmp_path / "a", tmp_path / "b", "--force")
+    assert r.returncode == 1 and "not a checkpoint folder" in r.stderr
+    assert (tmp_path / "notes" / "keep.txt").read_text() == "mine"
+    r = avg(tmp_path / "m", tmp_path / "a", tmp_path / "b")
+    assert r.returncode == 1 and "--force" in r.stderr and "Traceback" not in r.stderr
+    r = avg(tmp_path / "m", tmp_path / "a", tmp_path / "b", "--force")
+    assert r.returncode == 0, r.stderr
+    assert np.allclose(read_safetensors(tmp_path / "m" / C.MASKS)["mask_embeddings"],
+                       0.5 * pa.mask_embd + 0.5 * pb.mask_embd, atol=1e-6)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folders left

@@ -1,6 +1,6 @@
 """Weighted average of checkpoints from one training run (torch-free):
 
-    python -m mtpchat.train.average OUT CKPT_A CKPT_B [--weights 0.4,0.6]
+    python -m mtpchat.train.average OUT CKPT_A CKPT_B [--weights 0.4,0.6] [--force]
 
 Why: the last checkpoint of a run sits where the last few hundred noisy steps left it. The mean of
 two checkpoints of the same run, a few hundred steps apart, lies nearer the middle of the region
@@ -38,11 +38,18 @@ def _weights(spec: str | None, n: int) -> list[float]:
     return [x / total for x in w]
 
 
-def average(out: str | Path, folders: list[str | Path], weights: str | None = None) -> Path:
+def average(out: str | Path, folders: list[str | Path], weights: str | None = None, *, force: bool = False) -> Path:
     """Write the weighted mean of `folders` (same configuration, same tensor names and shapes) as
-    the checkpoint folder `out`, atomically."""
+    the checkpoint folder `out`, atomically. An existing `out` is replaced only with `force`, and
+    only when it is a checkpoint folder: the swap removes what was there."""
     if len(folders) < 2:
         raise C.ConvertError("averaging needs two checkpoints or more")
+    out = Path(out)
+    if out.exists() or out.is_symlink():
+        if not (out.is_dir() and not out.is_symlink() and (out / C.CONFIG).is_file()):
+            raise C.ConvertError(f"{out} exists and is not a checkpoint folder: give a new folder")
+        if not force:
+            raise C.ConvertError(f"{out} exists: add --force to replace it")
     w = _weights(weights, len(folders))
     cks = [C.load_checkpoint(f) for f in folders]
 
@@ -82,9 +89,10 @@ def main() -> None:
 
     def run(out: Path = typer.Argument(..., help="Checkpoint folder to write."),
             checkpoints: list[Path] = typer.Argument(..., help="Two or more checkpoint folders of one run."),
-            weights: str = typer.Option(None, "--weights", help="Comma-separated weights (default: equal); normalised to sum 1.")):
+            weights: str = typer.Option(None, "--weights", help="Comma-separated weights (default: equal); normalised to sum 1."),
+            force: bool = typer.Option(False, "--force", help="Replace OUT when it is an existing checkpoint folder.")):
         try:
-            average(out, checkpoints, weights)
+            average(out, checkpoints, weights, force=force)
         except (C.ConvertError, OSError) as e:
             typer.echo(f"mtpchat: error: {e}", err=True)
             raise typer.Exit(1)

@@ -20,6 +20,10 @@
 #                                    a call returns at most 8 files)
 #   native/device_check.sh diagnose  instead of run: pass costs by size and shape, with and without
 #                                    CUDA graphs; batch-shape probes by setting; native step by threads
+#   native/device_check.sh experiment  instead of run: a patch of native/experiments (EXPERIMENT,
+#                                    default merged-lora-groups.patch) against this build: gating,
+#                                    pass costs and auto on math before and after it; $OUT/experiment.json.
+#                                    It rebuilds libllama twice (apply, revert)
 #   native/device_check.sh light     here, before prepare and the calls: the checkpoint and targets
 #                                    stop travelling (two calls instead of four); unlight after
 # mtpchat itself runs from the carried working tree (PYTHONPATH), not from a wheel.
@@ -235,13 +239,56 @@ diagnose() {  # where the time of a pass goes, and which setting moves the logit
   log "done in $(( SECONDS - t0 )) s"
 }
 
+experiment() {  # a patch of native/experiments against this build: gating, pass costs and auto on math, before and after
+  local t0=$SECONDS b m ngl p="${EXPERIMENT:-$here/experiments/merged-lora-groups.patch}" set side
+  env_up
+  set="$(ls "$stage"/prompts/*math*.jsonl | head -1)"
+  for side in before after; do
+    if [ "$side" = after ]; then
+      log "apply $(basename "$p") and rebuild libllama"
+      (cd "$work/llama.cpp" && patch -p1 --forward --batch < "$p") >> "$out/log.txt" 2>&1 || { log "patch failed"; exit 1; }
+      cmake --build "$work/build" -j "$(nproc)" --target llama >> "$out/build.txt" 2>&1 \
+        || { log "rebuild failed"; grep -m5 -B2 -A12 -i "error" "$out/build.txt"; exit 1; }
+    fi
+    log "$side: gating, pass profile, bench math auto"
+    gate && mv "$res/gate.json" "$res/exp-gate-$side.json"
+    timeout 90 python3 "$here/pass_profile.py" "$m" --ngl "$ngl" > "$res/exp-pass-$side.json" 2>> "$out/log.txt"
+    timeout 150 python3 -m mtpchat bench "$m" --prompts "$set" -ngl "$ngl" --tree auto -n "${BENCH_TOKENS:-128}" \
+      --repeats 2 --json > "$res/exp-bench-$side.json" 2>> "$out/log.txt" || log "bench $side: exit $?"
+    pack
+  done
+  # a later `run` on this warm machine must measure the tree as committed
+  log "revert and rebuild"
+  (cd "$work/llama.cpp" && patch -p1 -R --batch < "$p") >> "$out/log.txt" 2>&1 \
+    && cmake --build "$work/build" -j "$(nproc)" --target llama >> "$out/build.txt" 2>&1 || log "revert failed"
+  python3 - "$res" "$(basename "$p")" > "$out/experiment.json" <<'PY'
+import json, pathlib, sys
+o, name = pathlib.Path(sys.argv[1]), sys.argv[2]
+def read(f, parse):
+    try: return parse((o / f).read_text())
+    except Exception as e: return repr(e)
+def costs(d):
+    return {"plain_ms": {n: r["wall_ms"] for n, r in d["plain"].items()},
+            "mtp_ms": {n: r["wall_ms"] for n, r in d["mtp"].items()}, "mtp_parts_4": d.get("mtp_parts_4")}
+s = {"patch": name}
+for side in ("before", "after"):
+    s[side] = {"gate": read(f"exp-gate-{side}.json", json.loads),
+               "pass": read(f"exp-pass-{side}.json", lambda t: costs(json.loads(t))),
+               "bench_math_auto": read(f"exp-bench-{side}.json", lambda t: json.loads(t)["aggregate"])}
+print(json.dumps(s, indent=1))
+PY
+  pack
+  log "experiment done in $(( SECONDS - t0 )) s"
+}
+
 case "${1:-}" in
   prepare) prepare ;;
   build) build ;;
   stash) stash ;;
   run) run ;;
   diagnose) diagnose ;;
+  experiment) experiment ;;
   light) light ;;
   unlight) unlight ;;
-  *) echo "usage: native/device_check.sh prepare|build|stash|run|diagnose|light|unlight" >&2; exit 2 ;;
+  *) echo "usage: native/device_check.sh prepare|build|stash|run|diagnose|experiment|light|unlight" >&2; exit 2 ;;
 esac

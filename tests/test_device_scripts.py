@@ -86,3 +86,24 @@ def test_training_imports_no_llama_cpp_when_the_targets_exist(tmp_path):
     r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "targets.jsonl")], capture_output=True, text=True,
                        env={**os.environ, "LLAMA_CPP_LIB_PATH": str(tmp_path / "none")}, timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+def test_experiments_apply_to_the_patched_tree(tmp_path):
+    """`device_check.sh experiment` applies a patch of native/experiments on the GPU machine, where
+    a patch that no longer applies would waste the session's device minutes."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("native_build", ROOT / "native" / "build.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+
+    sdist = build.cache_dir() / "sdist" / f"llama_cpp_python-{build.VERSION}.tar.gz"
+    if not sdist.is_file() or build.sha256(sdist) != build.SDIST_SHA256 or not shutil.which("patch"):
+        pytest.skip("needs the pinned llama-cpp-python sdist in the cache (./setup.sh fetches it) and patch(1)")
+    tree = build.patched_source(sdist, tmp_path) / "vendor" / "llama.cpp"
+    experiments = sorted((ROOT / "native" / "experiments").glob("*.patch"))
+    assert experiments
+    for p in experiments:
+        r = subprocess.run(["patch", "-p1", "--dry-run", "--batch", "-i", str(p)], cwd=tree,
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and "FAILED" not in r.stdout, (p.name, r.stdout, r.stderr)

@@ -57,6 +57,7 @@ _step = _bind("llama_mtp_step",
                _token_p, ctypes.c_int32, ctypes.c_int32, _token_p, ctypes.c_int32, _token_p, _token_p, _i32_p,
                ctypes.POINTER(ctypes.c_int64)], ctypes.c_int32)
 _compute_us = _bind("llama_mtp_compute_us", [C.llama_context_p_ctypes], ctypes.c_int64)
+_batch_invariant = _bind("llama_mtp_set_batch_invariant", [C.llama_context_p_ctypes, ctypes.c_bool], ctypes.c_bool)
 
 # llama.cpp logs to stderr by default: keep its recent lines to explain failures; show its
 # warnings and errors with -v, and everything with MTPCHAT_LLAMA_LOG=1
@@ -404,6 +405,11 @@ class Context:
             scales = (ctypes.c_float * 1)(1.0)
             C.llama_set_adapters_lora(self.ptr, arr, 1, scales)
         self._adapter = adapter
+
+    def set_batch_invariant(self, on: bool) -> bool:
+        """The CPU backend's reference kernels (llama_mtp_set_batch_invariant): a row's logits then
+        do not depend on its pass's size. False when the context has no CPU backend."""
+        return bool(_batch_invariant(self.ptr, on))
 
     def set_embeddings(self, on: bool) -> None:
         if on != self._embeddings:

@@ -385,3 +385,49 @@ def test_stop_strings_end_the_answer_and_are_not_printed(smol_mtp):
     cut = "".join(t.text for t in eng.generate(prompt, GREEDY, max_tokens=48, stop=(stop, "@@never@@")))
     assert cut == full[:full.index(stop)]
     eng.close()
+
+
+def test_logits_do_not_depend_on_the_pass_size(smol_path):
+    """With the CPU backend's reference kernels (what Engine sets on the CPU), a row's logits are
+    the same whatever its pass holds (Q4_1 here): ggml-cpu would otherwise tile the attention of
+    passes of 64 rows or more, and split the KV of one-row passes over 512 cells, each rounding
+    its own way."""
+    model = B.Model(smol_path)
+    toks = model.tokenize(" the quick brown fox jumps over the lazy dog and runs far away" * 60)[:530]
+
+    def rows(sizes):
+        ctx = B.Context(model, n_ctx=1024, n_batch=512, n_seq_max=2)
+        assert ctx.set_batch_invariant(True)
+        out, p = [], 0
+        for n in sizes:
+            k = ctx.decode(toks[p:p + n], list(range(p, p + n)), outputs=[1] * n)
+            out.append(np.array(ctx.logits(k)))
+            p += n
+        ctx.close()
+        return np.concatenate(out)
+
+    one_by_one = rows([1] * 100)
+    assert np.array_equal(rows([100]), one_by_one)         # a 100-row pass: no tiling
+    assert np.array_equal(rows([63, 25, 12]), one_by_one)
+    # past 512 cells: one-row passes against a 4-row pass over the same history
+    assert np.array_equal(rows([512, 1, 1, 1, 1])[512:], rows([512, 4])[512:])
+    model.close()
+
+
+def test_greedy_mtp_equals_plain_across_the_kernel_thresholds(smol_mtp):
+    """A prompt whose first pass with a tree crosses 64 rows while plain decoding's does not, and
+    a context past 512 cells: the sizes at which ggml-cpu's attention changes kernels."""
+    plain = Engine(smol_mtp, mtp=False, n_ctx=1024)
+    mtp = Engine(smol_mtp, tree="quadratic:3", n_ctx=1024)
+    story = " ".join(f"On day {i} the shop sold {3 * i + 1} pencils and {i % 7} pens." for i in range(40))
+    for text, n_new in (("Explain step by step how to compute the average of 4, 8, 15, 16, 23 and 42, then check the "
+                         "result by multiplying it back, and say in one sentence why the check works.", 48),
+                        (story + " Summarise the sales in two sentences.", 32)):
+        prompt = plain.model.tokenize(f"<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n", parse_special=True)
+        plain.reset()
+        mtp.reset()
+        st = Stats()
+        assert generate(mtp, prompt, n_new, stats=st) == generate(plain, prompt, n_new)
+        assert sum(st.offered) > 0
+    plain.close()
+    mtp.close()

@@ -81,7 +81,7 @@ def average(out: str | Path, folders: list[str | Path], weights: str | None = No
                                          "steps": (ck.config.get("training") or {}).get("steps")}
                                         for ck, wi in zip(cks, w)]}
         C.write_config(tmp, cfg)
-    return Path(out)
+    return out
 
 
 def main() -> None:

@@ -38,7 +38,7 @@ def model_tensors(model) -> tuple[dict, dict, dict]:
     return adapter, sampler, masks
 
 
-def swap_in(tmp: Path, out: Path) -> None:
+def _swap_in(tmp: Path, out: Path) -> None:
     old = out.parent / f".{out.name}.old-{os.getpid()}"
     if out.exists():
         os.rename(out, old)
@@ -57,7 +57,7 @@ def staged_folder(out: str | Path):
     tmp.mkdir()
     try:
         yield tmp
-        swap_in(tmp, out)
+        _swap_in(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

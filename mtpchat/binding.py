@@ -58,6 +58,7 @@ _step = _bind("llama_mtp_step",
                ctypes.POINTER(ctypes.c_int64)], ctypes.c_int32)
 _compute_us = _bind("llama_mtp_compute_us", [C.llama_context_p_ctypes], ctypes.c_int64)
 _batch_invariant = _bind("llama_mtp_set_batch_invariant", [C.llama_context_p_ctypes, ctypes.c_bool], ctypes.c_bool)
+_graph_head = _bind("llama_mtp_set_graph_head", [C.llama_context_p_ctypes, ctypes.c_bool], None)
 
 # llama.cpp logs to stderr by default: keep its recent lines to explain failures; show its
 # warnings and errors with -v, and everything with MTPCHAT_LLAMA_LOG=1
@@ -411,6 +412,11 @@ class Context:
         do not depend on its pass's size. False when the context has no CPU backend."""
         return bool(_batch_invariant(self.ptr, on))
 
+    def set_graph_head(self, on: bool) -> None:
+        """Greedy steps verify and draft inside the pass's graph (on, the default: only token ids
+        leave the backend) or on the host from the pass's logits (llama_mtp_set_graph_head)."""
+        _graph_head(self.ptr, on)
+
     def set_embeddings(self, on: bool) -> None:
         if on != self._embeddings:
             C.llama_set_embeddings(self.ptr, on)
@@ -453,7 +459,10 @@ class Context:
 
     def hidden(self, n_out: int) -> np.ndarray:
         """Final-norm hidden states of the last decode's outputs (embeddings must be on)."""
-        return np.ctypeslib.as_array(C.llama_get_embeddings(self.ptr), shape=(n_out, self.model.n_embd))
+        p = C.llama_get_embeddings(self.ptr)
+        if not p:  # a native step drafted inside its pass's graph
+            raise LlamaError("the last pass left no hidden states to read")
+        return np.ctypeslib.as_array(p, shape=(n_out, self.model.n_embd))
 
     def set_banned(self, ids) -> None:
         self._banned = np.ascontiguousarray(ids, dtype=np.int32)

@@ -150,6 +150,37 @@ def test_native_step_does_not_depend_on_the_thread_count(smol_path):
     assert max(s[1] for s in runs[False, 1][1]) >= 3   # some step accepted past the first group
 
 
+@pytest.mark.parametrize("model,tree,draft_head", [("tiny", "quadratic:3", "sampler"), ("default", "quadratic:4", "sampler"),
+                                                   ("default", "quadratic:2", "plain")])
+def test_step_in_the_graph_equals_the_step_on_the_host(model, tree, draft_head, request):
+    """llama_mtp_step verifies and drafts inside its pass's graph (argmaxes, top-k and the head as
+    ggml ops; only ids leave the backend) or on the host from the pass's logits: the same steps,
+    drafts included. After a graph step the pass's hidden states were never read out, after a
+    host step they were: so each side really took its own path."""
+    from mtpchat.chat import ChatFormat
+    from mtpchat.models import default_model_path
+
+    path = request.getfixturevalue("tiny_mtp") if model == "tiny" else default_model_path()
+    runs = {}
+    for in_graph in (True, False):
+        eng = Engine(path, tree=tree, n_ctx=1024, draft_head=draft_head)
+        eng.ctx.set_graph_head(in_graph)
+        steps = spy_steps(eng)
+        prompt = (tiny_prompts(eng.model.n_vocab)[2] if model == "tiny" else
+                  ChatFormat(eng.model).tokens([{"role": "user", "content": "Count from 1 to 30, separated by commas."}]))
+        runs[in_graph] = (generate(eng, prompt, 32), steps)
+        if in_graph:
+            with pytest.raises(B.LlamaError, match="no hidden states"):
+                eng.ctx.hidden(1)
+        else:
+            assert eng.ctx.hidden(1).shape == (1, eng.model.n_embd)
+        eng.close()
+    assert runs[True] == runs[False]
+    assert all(s[2] for s in runs[True][1]), "a step made no drafts: the drafts were not compared"
+    if model == "default":   # the trained adapter's drafts get accepted: verification compared too
+        assert sum(s[1] for s in runs[True][1]) > 0
+
+
 def test_cache_holds_exactly_the_accepted_tokens(tiny_mtp):
     """After every step: seq 0 ends at the last accepted token, no block sequence is left, and the
     cached keys/values equal those of a plain evaluation of the same tokens."""
@@ -167,8 +198,8 @@ def test_cache_holds_exactly_the_accepted_tokens(tiny_mtp):
         assert ctx.seq_pos_max(0) == len(hist) - 1
         for s in range(1, ctx.n_seq_max):
             assert ctx.seq_pos_max(s) == -1
-        # the native step read its pass's logits where the CPU graph left them: the context's
-        # copy is stale, so reading it is an error, not last step's numbers
+        # the native step took ids from its pass's graph and left the logits unread: reading
+        # the context's copy is an error, not last step's numbers
         with pytest.raises(B.LlamaError, match="no logits"):
             ctx.logits(1)
         # contents: the next token's logits on top of this cache equal a fresh plain evaluation

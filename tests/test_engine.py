@@ -181,6 +181,36 @@ def test_step_in_the_graph_equals_the_step_on_the_host(model, tree, draft_head, 
         assert sum(s[1] for s in runs[True][1]) > 0
 
 
+def test_a_step_graph_is_reused_only_for_its_own_head():
+    """Steps of one tree reuse their graph, head included. Two heads (the sampler head, and the top
+    mask logit alone) take turns on one context, with no other pass in between: each must draft
+    what it drafts on the host, so a graph built for one head never runs for the other."""
+    from mtpchat.chat import ChatFormat
+    from mtpchat.models import default_model_path
+
+    rig = StepRig(default_model_path())
+    ctx, m, head = rig.ctx, rig.info.n_masks, rig.step.head
+    heads = {"sampler": rig.step.c_head, "top": B.MtpHead(head.g, head.s, head.eps, shortlist=1)}
+    prompt = ChatFormat(rig.model).tokens([{"role": "user", "content": "Name three rivers in Europe."}])
+    rig.prefill(prompt[:-1])
+    p0 = len(prompt) - 1
+
+    def step(name):
+        new, _, drafts, _ = ctx.mtp_step(heads[name], [prompt[-1]], (0,), rig.info.mask_ids, m, p0)
+        ctx.seq_rm(0, p0, -1)   # back to the prompt, without a pass in between
+        return new, drafts
+
+    ctx.set_graph_head(False)
+    want = {name: step(name) for name in heads}
+    assert want["sampler"][1] != want["top"][1], "both heads draft alike here: the check is blind"
+    ctx.set_graph_head(True)
+    for name in ("sampler", "top", "top", "sampler"):
+        assert step(name) == want[name], name
+    heads["top"].close()
+    rig.step.close()
+    rig.close()
+
+
 def test_cache_holds_exactly_the_accepted_tokens(tiny_mtp):
     """After every step: seq 0 ends at the last accepted token, no block sequence is left, and the
     cached keys/values equal those of a plain evaluation of the same tokens."""

@@ -160,7 +160,7 @@ def run_bench(engine: Engine, items: list[dict], *, max_tokens: int, tree: str, 
     for r in rows:
         cats[r["category"]].append(r)
     result = {"model": os.path.basename(engine.model.path), "device": engine.device, "threads": engine.ctx.n_threads,
-              "tree": tree, "draft_head": engine.draft_head, "step": "native" if engine.native else "python",
+              "tree": tree, "draft_head": engine.draft_head, "step": ("native" if engine.graph_head else "host") if engine.native else "python",
               "max_tokens": max_tokens, "repeats": repeats, "aggregate": _agg(rows),
               "by_category": {c: _agg(rs) for c, rs in sorted(cats.items())}, "prompts": rows,
               # what the tree policy was told (calibrated seconds per pass of n tokens) beside what

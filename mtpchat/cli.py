@@ -76,7 +76,8 @@ def _check_engine_options(ctx: int, threads: Optional[int], gpu_layers: int) -> 
 
 
 def load_engine(model: Optional[str], *, ctx: int, threads: Optional[int], gpu_layers: int, mtp: bool,
-                tree: str = "auto", verbose: bool = False, draft_head: str = "sampler", native: bool = True):
+                tree: str = "auto", verbose: bool = False, draft_head: str = "sampler", native: bool = True,
+                graph_head: bool = True):
     from . import binding
     from .engine import Engine
     from .models import resolve
@@ -89,7 +90,7 @@ def load_engine(model: Optional[str], *, ctx: int, threads: Optional[int], gpu_l
         print(f"mtpchat: warning: {warning}", file=sys.stderr)
     path = resolve(model)
     return Engine(path, n_ctx=ctx, n_threads=threads, n_gpu_layers=gpu_layers, mtp=mtp, tree=tree,
-                  draft_head=draft_head, native=native)
+                  draft_head=draft_head, native=native, graph_head=graph_head)
 
 
 def _errors(fn):
@@ -307,7 +308,7 @@ def bench(
     gpu_layers: int = typer.Option(0, "-ngl", "--gpu-layers", help="Layers to offload to the GPU (-1: all)."),
     repeats: int = typer.Option(3, "--repeats", help="Runs per prompt and side, alternating; the fastest counts."),
     draft_head: str = typer.Option("sampler", "--draft-head", help="sampler | plain: draft with the sampler head, or with the top mask logit (to measure what the head adds)."),
-    step: str = typer.Option("native", "--step", help="native | python: one C call per step, or the Python reference step (to measure what the C step saves)."),
+    step: str = typer.Option("native", "--step", help="native | host | python: one C call per step (verifying and drafting inside the pass's graph where the step has mask blocks), the same call doing both on the host from the pass's logits, or the Python reference step (to measure what each saves)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ):
     """Plain vs MTP greedy decoding of the same GGUF, prompt by prompt, in one process."""
@@ -319,11 +320,11 @@ def bench(
     _check("--max-tokens", max_tokens, 1 <= max_tokens <= INT32_MAX, f"1 to {INT32_MAX}")
     _check("--repeats", repeats, 1 <= repeats <= 1000, "1 to 1000")
     _check_engine_options(ctx, threads, gpu_layers)
-    if step not in ("native", "python"):
-        raise UsageError(f"--step must be native or python, not {step!r}")
+    if step not in ("native", "host", "python"):
+        raise UsageError(f"--step must be native, host or python, not {step!r}")
     items = load_prompts(prompts)
     engine = load_engine(model, ctx=ctx, threads=threads, gpu_layers=gpu_layers, mtp=True, tree=tree,
-                         draft_head=draft_head, native=step == "native")
+                         draft_head=draft_head, native=step != "python", graph_head=step == "native")
     if engine.kind == "plain":
         raise UsageError(f"{os.path.basename(engine.model.path)} has no MTP parts: bench compares MTP with plain "
                          f"decoding of the same file (build an MTP model with mtpchat convert CHECKPOINT, or "

@@ -42,7 +42,7 @@ class Token:
 class Engine:
     def __init__(self, path, *, n_ctx: int = 4096, n_threads: int | None = None, n_gpu_layers: int = 0,
                  mtp: bool = True, tree: str = "auto", n_batch: int = 512, calibration: dict | None = None,
-                 native: bool = True, draft_head: str = "sampler"):
+                 native: bool = True, draft_head: str = "sampler", graph_head: bool = True):
         kind, k_fixed = parse_tree(tree)
         reader = F.open_gguf(path)
         self.info = F.read_mtp_info(reader)
@@ -73,6 +73,9 @@ class Engine:
             self.ctx.set_batch_invariant(True)
         self.ctx.set_adapter(self.adapter)
         self.ctx.set_banned(self.banned)
+        # greedy steps with mask blocks verify and draft inside their pass's graph; off: on the host
+        self.graph_head = graph_head
+        self.ctx.set_graph_head(graph_head)
         self.device = f"gpu-layers={n_gpu_layers}" if n_gpu_layers else "cpu"
         self.costs = calibration
         self.calibration_note: str | None = None

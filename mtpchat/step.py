@@ -101,7 +101,8 @@ class Stepper:
     seconds of the Python sampler head, so statistics can tell host work from the pass itself.
 
     native: greedy steps are one C call (llama_mtp_step: batch, decode, verification, cache
-    clean-up, next drafts) and the sampler head runs in C for sampling too; otherwise the
+    clean-up, next drafts; with mask blocks, verification and the head run inside the pass's
+    graph, native/patches/0007) and the sampler head runs in C for sampling too; otherwise the
     Python reference runs (verify_reference, the numpy SamplerHead)."""
 
     def __init__(self, ctx, *, mask_ids: list[int], head, banned: np.ndarray, native: bool = True):

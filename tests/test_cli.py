@@ -80,12 +80,19 @@ def test_bench_json(smol_mtp, tmp_path):
     prompts = tmp_path / "p.jsonl"
     prompts.write_text('{"id": "a", "category": "code", "prompt": "Write hello world in Python."}\n'
                        '{"id": "b", "category": "chat", "prompt": "Say hi.", "system": "Be brief."}\n')
-    r = run_cli("bench", smol_mtp, "--prompts", prompts, "-n", "16", "--tree", "quadratic:2", "--repeats", "2", "--json")
-    assert r.returncode == 0, r.stderr
-    d = json.loads(r.stdout)
-    assert d["aggregate"]["prompts"] == 2 and d["aggregate"]["identical"] == 2
-    assert set(d["by_category"]) == {"code", "chat"}
-    assert all(p["tau"] >= 1.0 for p in d["prompts"])
+    taus = {}
+    for step in ("native", "host"):
+        r = run_cli("bench", smol_mtp, "--prompts", prompts, "-n", "16", "--tree", "quadratic:2", "--repeats", "2",
+                    "--step", step, "--json")
+        assert r.returncode == 0, r.stderr
+        d = json.loads(r.stdout)
+        assert d["step"] == step
+        assert d["aggregate"]["prompts"] == 2 and d["aggregate"]["identical"] == 2
+        assert set(d["by_category"]) == {"code", "chat"}
+        assert all(p["tau"] >= 1.0 for p in d["prompts"])
+        taus[step] = [p["tau"] for p in d["prompts"]]
+    # the step in the graph and the step on the host draft alike
+    assert taus["native"] == taus["host"]
 
 
 # -- bad input: one clear line on stderr, non-zero exit, no traceback ---------------------------

@@ -163,8 +163,7 @@ def test_step_in_the_graph_equals_the_step_on_the_host(model, tree, draft_head, 
     path = request.getfixturevalue("tiny_mtp") if model == "tiny" else default_model_path()
     runs = {}
     for in_graph in (True, False):
-        eng = Engine(path, tree=tree, n_ctx=1024, draft_head=draft_head)
-        eng.ctx.set_graph_head(in_graph)
+        eng = Engine(path, tree=tree, n_ctx=1024, draft_head=draft_head, graph_head=in_graph)
         steps = spy_steps(eng)
         prompt = (tiny_prompts(eng.model.n_vocab)[2] if model == "tiny" else
                   ChatFormat(eng.model).tokens([{"role": "user", "content": "Count from 1 to 30, separated by commas."}]))

@@ -14,7 +14,8 @@
 #   native/device_check.sh stash     carrying a middle part: keeps it for the run
 #   native/device_check.sh run       carrying the last part: the gating check, the batch-shape
 #                                    probe, llama-bench, then bench on every prompt set (auto, then
-#                                    quadratic:4, then quadratic:1 and :2 on math) while time is left
+#                                    quadratic:4, then quadratic:1 and :2 on math, then quadratic:1
+#                                    with the step's work on the host) while time is left
 #                                    (RUN_BUDGET_S, default 420). $OUT gets summary.json, log.txt
 #                                    and results.tgz (every raw output, repacked after each step:
 #                                    a call returns at most 8 files)
@@ -179,15 +180,19 @@ run() {
   local sets=("$stage"/prompts/*.jsonl) jobs=() set tree
   for set in "${sets[@]}"; do jobs+=("$set auto"); done
   for set in "${sets[@]}"; do jobs+=("$set quadratic:4"); done
-  for set in "${sets[@]}"; do [[ $set == *math* ]] && jobs+=("$set quadratic:1" "$set quadratic:2"); done
+  # the last job: quadratic:1 with verification and the head on the host (patch 0004's step), to
+  # set beside the same tree in the graph (patch 0007)
+  for set in "${sets[@]}"; do [[ $set == *math* ]] && jobs+=("$set quadratic:1" "$set quadratic:2" "$set quadratic:1 host"); done
+  local step name
   for job in "${jobs[@]}"; do
-    set="${job% *}"; tree="${job##* }"
+    read -r set tree step <<< "$job"; step="${step:-native}"
+    name="bench-$(basename "$set" .jsonl)-${tree/:/}$([ "$step" = native ] || echo "-$step")"
     local left=$(( budget - (SECONDS - t0) ))
-    if [ "$left" -lt 30 ]; then log "skipped $(basename "$set") $tree: run budget spent"; continue; fi
-    log "bench $(basename "$set") $tree (${left} s left)"
+    if [ "$left" -lt 30 ]; then log "skipped $name: run budget spent"; continue; fi
+    log "$name (${left} s left)"
     timeout "$(( left < 150 ? left : 150 ))" python3 -m mtpchat bench "$m" --prompts "$set" -ngl "$ngl" --tree "$tree" \
-      -n "${BENCH_TOKENS:-128}" --repeats 2 --json > "$res/bench-$(basename "$set" .jsonl)-${tree/:/}.json" 2>> "$out/log.txt" \
-      || log "bench $(basename "$set") $tree: exit $?"
+      --step "$step" -n "${BENCH_TOKENS:-128}" --repeats 2 --json > "$res/$name.json" 2>> "$out/log.txt" \
+      || log "$name: exit $?"
     pack
   done
   python3 - "$res" > "$out/summary.json" <<'PY'

@@ -59,6 +59,9 @@ _step = _bind("llama_mtp_step",
 _compute_us = _bind("llama_mtp_compute_us", [C.llama_context_p_ctypes], ctypes.c_int64)
 _batch_invariant = _bind("llama_mtp_set_batch_invariant", [C.llama_context_p_ctypes, ctypes.c_bool], ctypes.c_bool)
 _graph_head = _bind("llama_mtp_set_graph_head", [C.llama_context_p_ctypes, ctypes.c_bool], None)
+_top_k = _bind("llama_mtp_top_k", [C.llama_context_p_ctypes, ctypes.POINTER(ctypes.c_int32), ctypes.c_int32,
+                                   ctypes.c_int32, _token_p, ctypes.c_int32, _token_p,
+                                   ctypes.POINTER(ctypes.c_float)], ctypes.c_int32)
 
 # llama.cpp logs to stderr by default: keep its recent lines to explain failures; show its
 # warnings and errors with -v, and everything with MTPCHAT_LLAMA_LOG=1
@@ -472,6 +475,17 @@ class Context:
     def compute_s(self) -> float:
         """Seconds this context has spent in the backends' graph compute (synchronised)."""
         return _compute_us(self.ptr) / 1e6
+
+    def top_k(self, n_rows: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k largest logits of output rows 0..n_rows-1 of the last decode, mask ids excluded,
+        best first (llama_mtp_top_k): (ids, logits), each n_rows x k; -1 / -inf past the end."""
+        rows = np.arange(n_rows, dtype=np.int32)
+        ids = np.empty((n_rows, k), dtype=np.int32)
+        vals = np.empty((n_rows, k), dtype=np.float32)
+        if _top_k(self.ptr, rows.ctypes.data_as(ctypes.POINTER(ctypes.c_int32)), n_rows, k, self._banned_p,
+                  len(self._banned), ids.ctypes.data_as(_token_p), vals.ctypes.data_as(ctypes.POINTER(ctypes.c_float))) < 0:
+            raise LlamaError("the last pass left no logits to read")
+        return ids, vals
 
     def mtp_draft(self, head: MtpHead, row0: int, n: int, prev: int) -> list[int]:
         """n drafts from the mask rows row0.. of the last decode (llama_mtp_draft)."""

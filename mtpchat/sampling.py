@@ -43,6 +43,9 @@ def argmax_token(logits: np.ndarray, history, params: SamplingParams, banned) ->
     return int(np.argmax(_penalised(logits, history, params, banned)))
 
 
+MAX_CANDIDATES = 256   # a top-k up to this comes from the C scan (llama_mtp_top_k)
+
+
 def distribution(logits: np.ndarray, history, params: SamplingParams, banned) -> tuple[np.ndarray, np.ndarray]:
     """(token ids, probabilities) after penalties, top-k, top-p, min-p and temperature, in
     llama.cpp's order (top-p and min-p look at the distribution before temperature)."""
@@ -50,7 +53,19 @@ def distribution(logits: np.ndarray, history, params: SamplingParams, banned) ->
     k = params.top_k if 0 < params.top_k < len(x) else len(x)
     ids = np.argpartition(-x, k - 1)[:k] if k < len(x) else np.arange(len(x))
     ids = ids[np.argsort(-x[ids], kind="stable")]
-    v = x[ids].astype(np.float64)
+    return candidate_distribution(ids, x[ids], params)
+
+
+def candidates_suffice(params: SamplingParams) -> bool:
+    """Whether a row's top-k candidates (best first) determine its distribution: no penalty can
+    lift a token into them, and top-k is on and small."""
+    return (not params.greedy and 0 < params.top_k <= MAX_CANDIDATES
+            and (params.repeat_penalty == 1.0 or params.repeat_last_n == 0))
+
+
+def candidate_distribution(ids: np.ndarray, logits: np.ndarray, params: SamplingParams) -> tuple[np.ndarray, np.ndarray]:
+    """`distribution` from a row's top-k candidates, best first: top-p, min-p and temperature."""
+    v = np.asarray(logits, dtype=np.float64)
     ids, v = ids[np.isfinite(v)], v[np.isfinite(v)]
     p = np.exp(v - v[0])
     p /= p.sum()

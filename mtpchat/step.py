@@ -21,7 +21,8 @@ import numpy as np
 
 from .binding import MtpHead
 from .policy import Tree
-from .sampling import SamplingParams, accept_draft, argmax_token, distribution, sample
+from .sampling import (SamplingParams, accept_draft, argmax_token, candidate_distribution, candidates_suffice,
+                       distribution, sample)
 
 
 @dataclass(frozen=True)
@@ -68,10 +69,11 @@ class StepResult:
 
 
 def verify_reference(logits, history: list[int], chain: list[int], n: int, params: SamplingParams, rng,
-                     banned) -> tuple[int, int]:
+                     banned, candidates=None) -> tuple[int, int]:
     """Drafts chain[1..n] against the target at chain nodes 0..n-1, in Python (the reference the
     native verification is tested against). `history` is what precedes chain[0]. Greedy: the
-    longest prefix plain decoding reproduces; sampling: speculative sampling.
+    longest prefix plain decoding reproduces; sampling: speculative sampling, from each chain
+    row's top-k candidates when `candidates` (ids, logits) holds them (candidates_suffice).
     Returns (accepted drafts, bonus token)."""
     full = history + chain
     p0 = len(history)
@@ -84,7 +86,8 @@ def verify_reference(logits, history: list[int], chain: list[int], n: int, param
                 a += 1
                 continue
         else:
-            ids, p = distribution(logits[a], hist, params, banned)
+            ids, p = (candidate_distribution(candidates[0][a], candidates[1][a], params) if candidates is not None
+                      else distribution(logits[a], hist, params, banned))
             if a < n:
                 ok, tok = accept_draft(ids, p, chain[a + 1], rng)
                 if ok:
@@ -102,8 +105,9 @@ class Stepper:
 
     native: greedy steps are one C call (llama_mtp_step: batch, decode, verification, cache
     clean-up, next drafts; with mask blocks, verification and the head run inside the pass's
-    graph, native/patches/0007) and the sampler head runs in C for sampling too; otherwise the
-    Python reference runs (verify_reference, the numpy SamplerHead)."""
+    graph, native/patches/0007); for sampling, the sampler head runs in C and each chain row's
+    top-k candidates come from a C scan (llama_mtp_top_k); otherwise the Python reference runs
+    (verify_reference over whole rows, the numpy SamplerHead)."""
 
     def __init__(self, ctx, *, mask_ids: list[int], head, banned: np.ndarray, native: bool = True):
         self.ctx, self.mask_ids, self.head, self.banned, self.native = ctx, mask_ids, head, banned, native
@@ -141,7 +145,9 @@ class Stepper:
         self.decode_s += ctx.compute_s - c0
         logits = ctx.logits(n_out)
         history.extend(prefix)
-        a, bonus = verify_reference(logits, history, chain, n, params, rng, self.banned)
+        # sampling: each chain row's top-k from a C scan instead of numpy over the vocabulary
+        candidates = ctx.top_k(n + 1, params.top_k) if self.native and candidates_suffice(params) else None
+        a, bonus = verify_reference(logits, history, chain, n, params, rng, self.banned, candidates)
         # the cache keeps exactly the accepted tokens (outputs stay readable until the next pass)
         for s in batch.block_seq.values():
             ctx.seq_rm(s)

@@ -369,17 +369,49 @@ def _chi2_crit(df: int, z: float = 3.09) -> float:
     return df * (1 - 2 / (9 * df) + z * math.sqrt(2 / (9 * df))) ** 3
 
 
-def test_speculative_sampling_keeps_the_distribution(tiny_mtp):
+@pytest.mark.parametrize("model", ["tiny_mtp", "smol_mtp"])
+def test_top_k_candidates_give_the_whole_row_distribution(model, request):
+    """Sampling reads each row's top-k from llama_mtp_top_k (C) instead of numpy over the whole
+    vocabulary: the same tokens with the same probabilities, for llama-cli's defaults and others.
+    The mask ids stay excluded, as in the reference."""
+    from mtpchat.sampling import candidate_distribution, candidates_suffice, distribution
+
+    rig = StepRig(request.getfixturevalue(model))
+    ctx, V = rig.ctx, rig.model.n_vocab
+    prompt = tiny_prompts(V)[2] if model == "tiny_mtp" else smol_prompts(rig.model)[1]
+    ctx.set_embeddings(False)
+    n = ctx.decode(prompt + rig.info.mask_ids[:2], list(range(len(prompt) + 2)), outputs=[1] * (len(prompt) + 2))
+    logits = ctx.logits(n).copy()
+    for params in (SamplingParams(), SamplingParams(temperature=1.5, top_k=256, top_p=1.0, min_p=0.0),
+                   SamplingParams(temperature=0.3, top_k=3, top_p=0.5, min_p=0.2)):
+        assert candidates_suffice(params)
+        ids, vals = ctx.top_k(n, params.top_k)
+        for row in range(n):
+            want = dict(zip(*map(list, distribution(logits[row], [], params, rig.step.banned))))
+            got = dict(zip(*map(list, candidate_distribution(ids[row], vals[row], params))))
+            assert set(got) == set(want) and not set(got) & set(rig.info.mask_ids), (params, row)
+            assert all(abs(got[t] - want[t]) < 1e-12 for t in want), (params, row)
+    # a repeat penalty can lift a token into the top-k: then the whole row is needed
+    assert not candidates_suffice(SamplingParams(repeat_penalty=1.1))
+    rig.step.close()
+    rig.close()
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_speculative_sampling_keeps_the_distribution(tiny_mtp, native):
     """Joint distribution of tokens 2-4 over seeded runs: MTP sampling vs plain sampling,
     chi-square homogeneity test at a fixed significance (deterministic seeds: no flakiness).
+    MTP verifies in Python over whole rows (the reference) or from the C top-k candidates; plain
+    sampling takes the candidates.
 
     A random adapter's drafts are almost never in the top 3, which would leave the accept /
     residual path untested; so the sampler head's drafts are replaced by likely ones (the greedy
     continuation). Verification must keep the distribution whatever the drafts are."""
     params = dict(temperature=1.0, top_k=3, top_p=1.0, min_p=0.0)
     plain = Engine(tiny_mtp, mtp=False, n_ctx=256)
-    # native=False: the drafts come from the Python head, replaced below
-    mtp = Engine(tiny_mtp, tree="quadratic:2", n_ctx=256, native=False)
+    mtp = Engine(tiny_mtp, tree="quadratic:2", n_ctx=256, native=native)
+    mtp.stepper.close()
+    mtp.stepper.c_head = None   # the drafts come from the Python head, replaced below
     oracle = Engine(tiny_mtp, mtp=False, n_ctx=256)
 
     committed = {}
